@@ -1,0 +1,160 @@
+"""The ``vos`` command line: ``vos run``, ``vos batch``, ``vos eval`` and ``vos image``.
+
+Only argparse is imported at start so that ``vos --help`` is instant; each subcommand imports its
+implementation module (and with it torch, av or ray) when it runs. Errors caused by bad input are
+printed as one line ``vos <cmd>: error: <message>`` and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+RUN_EPILOG = """\
+orientation: frames are rotated upright using the video's rotation metadata (display matrix)
+before segmentation, so the first mask must have the upright (displayed) orientation and size.
+
+examples:
+  vos run clip.mp4 --first-mask clip_00000.png
+  vos run DAVIS/JPEGImages/480p/bike-packing --first-mask DAVIS/Annotations/480p/bike-packing/00000.png \\
+          --output results --overlay bike.mp4
+"""
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=None, metavar="ID_OR_PATH",
+                   help="hub repo id, hub-layout folder, .safetensors file or Painter .pth "
+                        "(default: BAAI/seggpt-vit-large)")
+    p.add_argument("--device", default=None, metavar="auto|cpu|cuda|cuda:N",
+                   help="device for the model (default: auto = cuda if available, else cpu)")
+    p.add_argument("--dtype", default=None, metavar="auto|float32|bfloat16|float16",
+                   help="model precision (default: auto = bfloat16 on cuda, float32 on cpu)")
+    p.add_argument("--context", type=int, default=None, metavar="N",
+                   help="prompts per frame: the first frame plus the N-1 most recent predictions "
+                        "(default: 8)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="JSON file of defaults for these options (command-line flags win)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``vos`` argument parser with its four subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="vos",
+        description="Video object segmentation with SegGPT: give a video and its first frame's "
+                    "mask, get a DAVIS-format mask for every frame.",
+    )
+    from vos import __version__
+
+    parser.add_argument("--version", action="version", version=f"vos {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # ---- vos run ---------------------------------------------------------------------------
+    p = sub.add_parser(
+        "run", help="segment one video from its first frame's mask",
+        description="Stream one video (a file FFmpeg reads, or a folder of jpg/png frames sorted "
+                    "by name) through SegGPT and write one DAVIS palette PNG per frame to "
+                    "DIR/NAME/00000.png, ... plus DIR/NAME/manifest.json.",
+        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("video", metavar="VIDEO", help="video file (mp4, mkv, webm, avi, mov) or frame folder")
+    p.add_argument("--first-mask", required=True, metavar="MASK",
+                   help="first frame's annotation: DAVIS palette PNG, grayscale PNG of object ids "
+                        "(or 0/255), or RGB colour mask (one object per colour)")
+    p.add_argument("--output", default=None, metavar="DIR", help="output root (default: results)")
+    p.add_argument("--name", default=None, metavar="NAME",
+                   help="output sub-folder (default: the video's stem or the folder's name)")
+    _add_model_args(p)
+    p.add_argument("--per-object", action="store_true",
+                   help="one binary pass per object, merged by the highest foreground score "
+                        "(default: all objects in one pass, each in its own colour)")
+    p.add_argument("--overlay", default=None, metavar="PATH.mp4",
+                   help="also write an H.264 video of the frames with coloured masks")
+    p.add_argument("--mask-video", default=None, metavar="PATH.mkv",
+                   help="also write a lossless FFV1 gray video of the label maps")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="keep the frames decoded before a corrupt part of the video instead of failing")
+    p.add_argument("--address", default=None, metavar="auto|ray://HOST:PORT",
+                   help="run the model stage on a Ray cluster actor instead of in-process")
+
+    # ---- vos batch -------------------------------------------------------------------------
+    p = sub.add_parser(
+        "batch", help="segment many videos on a Ray cluster",
+        description="Fan a DAVIS-layout root or a manifest (JSONL or CSV with columns video, "
+                    "first_mask, optional name) out over Ray actors, one SegGPT model per actor.")
+    p.add_argument("source", metavar="SOURCE", help="DAVIS root or manifest (.jsonl / .csv)")
+    p.add_argument("--output", default=None, metavar="DIR", help="output root (default: results)")
+    p.add_argument("--address", default=None, metavar="auto|ray://HOST:PORT",
+                   help="join this Ray cluster (default: start a local one)")
+    p.add_argument("--num-actors", type=int, default=None, metavar="N",
+                   help="model replicas (default: one per GPU, or 1 on CPU-only clusters)")
+    p.add_argument("--gpus-per-actor", type=float, default=None, metavar="G",
+                   help="GPUs per actor, fractions allowed (default: 1 if GPUs exist, else 0)")
+    p.add_argument("--cpus-per-actor", type=float, default=None, metavar="C",
+                   help="CPUs per actor (default: 1)")
+    _add_model_args(p)
+    p.add_argument("--resume", action="store_true",
+                   help="skip videos whose complete output and manifest entry exist")
+    p.add_argument("--max-retries", type=int, default=None, metavar="R",
+                   help="retries of a video whose actor died (default: 2)")
+    p.add_argument("--eval", action="store_true", help="run vos eval on the outputs (DAVIS roots)")
+
+    # ---- vos eval --------------------------------------------------------------------------
+    p = sub.add_parser(
+        "eval", help="DAVIS J&F evaluation (semi-supervised), identical to the official evaluator",
+        description="Score a results folder against DAVIS ground truth with the official DAVIS "
+                    "2017 semi-supervised J&F protocol. Only Annotations/480p is read.")
+    p.add_argument("--davis-root", required=True, metavar="ROOT", help="DAVIS root folder")
+    p.add_argument("--results", required=True, metavar="DIR",
+                   help="results folder with one sub-folder of palette PNGs per sequence")
+    p.add_argument("--set", dest="subset", default="val", choices=["val", "train", "test-dev"],
+                   help="image set (default: val)")
+    p.add_argument("--year", default="2017", choices=["2017", "2016"], help="DAVIS year (default: 2017)")
+    p.add_argument("--sequences", nargs="+", default=None, metavar="S", help="evaluate only these")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes (default: all cores)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write all results as JSON")
+    p.add_argument("--csv-dir", default=None, metavar="DIR",
+                   help="write global_results-<set>.csv and per-sequence_results-<set>.csv")
+
+    # ---- vos image -------------------------------------------------------------------------
+    p = sub.add_parser(
+        "image", help="segment images from one or more prompt image/mask pairs",
+        description="One-shot or few-shot (feature ensemble) in-context segmentation of images.")
+    p.add_argument("queries", nargs="+", metavar="QUERY", help="images to segment")
+    p.add_argument("--prompt-image", nargs="+", required=True, metavar="P", help="prompt images")
+    p.add_argument("--prompt-mask", nargs="+", required=True, metavar="M", help="prompt masks")
+    p.add_argument("--num-labels", type=int, default=None, metavar="N",
+                   help="classes besides background when masks are label maps (palette colours)")
+    p.add_argument("--output", default=None, metavar="DIR", help="output folder (default: results)")
+    p.add_argument("--overlay", action="store_true", help="also write an overlay PNG per query")
+    _add_model_args(p)
+    return parser
+
+
+# subcommand -> module whose ``main(args) -> int`` runs it (imported lazily)
+_COMMANDS = {"run": "vos.run", "batch": "vos.batch", "eval": "vos.evaluate", "image": "vos.image"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vos`` console script. Returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(_COMMANDS[args.command])
+    from vos.errors import user_errors
+
+    try:
+        return int(module.main(args) or 0)
+    except user_errors() as exc:
+        print(f"vos {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vos {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
