@@ -1,0 +1,285 @@
+"""The one weight loader of :mod:`seggpt_model` and the hub-layout writer.
+
+``from_pretrained`` accepts:
+
+* a hub repo id (default ``BAAI/seggpt-vit-large``), downloaded and cached by ``huggingface_hub``;
+* a local folder in hub layout (``config.json`` + ``model.safetensors``, as ``save_pretrained`` of
+  this package or of ``transformers`` writes it);
+* a single ``.safetensors`` file (config from a ``config.json`` beside it, else the default);
+* an original Painter checkpoint (``seggpt_vit_large.pth``, weights under key ``"model"``), read
+  with ``torch.load(weights_only=True)`` and renamed by :func:`convert_painter_state_dict`.
+
+Loading is strict: missing, unexpected or mis-shaped keys raise :class:`CheckpointError` listing
+them. This is the only module of the package that touches files or the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from .config import SegGptConfig
+from .errors import CheckpointError
+from .model import SegGptForImageSegmentation
+
+DEFAULT_CHECKPOINT = "BAAI/seggpt-vit-large"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+# Painter (original) name -> hub name; per-block names use the "blocks.{i}." / "layers.{i}." prefix.
+_PAINTER_TOP = {
+    "patch_embed.proj.weight": "model.embeddings.patch_embeddings.projection.weight",
+    "patch_embed.proj.bias": "model.embeddings.patch_embeddings.projection.bias",
+    "mask_token": "model.embeddings.mask_token",
+    "segment_token_x": "model.embeddings.segment_token_input",
+    "segment_token_y": "model.embeddings.segment_token_prompt",
+    "type_token_cls": "model.embeddings.type_token_semantic",
+    "type_token_ins": "model.embeddings.type_token_instance",
+    "pos_embed": "model.embeddings.position_embeddings",
+    "norm.weight": "model.encoder.layernorm.weight",
+    "norm.bias": "model.encoder.layernorm.bias",
+    "decoder_embed.weight": "decoder.decoder_embed.weight",
+    "decoder_embed.bias": "decoder.decoder_embed.bias",
+    "decoder_pred.0.weight": "decoder.decoder_pred.conv.weight",
+    "decoder_pred.0.bias": "decoder.decoder_pred.conv.bias",
+    "decoder_pred.1.weight": "decoder.decoder_pred.layernorm.weight",
+    "decoder_pred.1.bias": "decoder.decoder_pred.layernorm.bias",
+    "decoder_pred.3.weight": "decoder.decoder_pred.head.weight",
+    "decoder_pred.3.bias": "decoder.decoder_pred.head.bias",
+}
+_PAINTER_BLOCK = {
+    "attn.qkv.weight": "attention.qkv.weight",
+    "attn.qkv.bias": "attention.qkv.bias",
+    "attn.proj.weight": "attention.proj.weight",
+    "attn.proj.bias": "attention.proj.bias",
+    "attn.rel_pos_h": "attention.rel_pos_h",
+    "attn.rel_pos_w": "attention.rel_pos_w",
+    "mlp.fc1.weight": "mlp.lin1.weight",
+    "mlp.fc1.bias": "mlp.lin1.bias",
+    "mlp.fc2.weight": "mlp.lin2.weight",
+    "mlp.fc2.bias": "mlp.lin2.bias",
+    "norm1.weight": "layernorm_before.weight",
+    "norm1.bias": "layernorm_before.bias",
+    "norm2.weight": "layernorm_after.weight",
+    "norm2.bias": "layernorm_after.bias",
+}
+_HUB_TOP = {v: k for k, v in _PAINTER_TOP.items()}
+_HUB_BLOCK = {v: k for k, v in _PAINTER_BLOCK.items()}
+_PAINTER_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+_HUB_BLOCK_RE = re.compile(r"^model\.encoder\.layers\.(\d+)\.(.+)$")
+
+
+def convert_painter_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename an original Painter SegGPT state dict to hub names (pure; tensors are not copied).
+
+    A leading ``module.`` (DistributedDataParallel) is dropped. Keys with no known mapping are kept
+    unchanged so that strict loading reports them as unexpected.
+
+    Args:
+        state_dict: ``{painter_name: tensor}``, e.g. ``blocks.0.attn.qkv.weight``.
+
+    Returns:
+        ``{hub_name: tensor}``, e.g. ``model.encoder.layers.0.attention.qkv.weight``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        name = key[len("module."):] if key.startswith("module.") else key
+        if name in _PAINTER_TOP:
+            name = _PAINTER_TOP[name]
+        elif (m := _PAINTER_BLOCK_RE.match(name)) and m.group(2) in _PAINTER_BLOCK:
+            name = f"model.encoder.layers.{m.group(1)}.{_PAINTER_BLOCK[m.group(2)]}"
+        out[name] = value
+    return out
+
+
+def to_painter_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`convert_painter_state_dict`: hub names to Painter names (pure)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        name = key
+        if key in _HUB_TOP:
+            name = _HUB_TOP[key]
+        elif (m := _HUB_BLOCK_RE.match(key)) and m.group(2) in _HUB_BLOCK:
+            name = f"blocks.{m.group(1)}.{_HUB_BLOCK[m.group(2)]}"
+        out[name] = value
+    return out
+
+
+def _check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = sorted(f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {expected[k]}"
+                        for k in set(expected) & set(state_dict)
+                        if tuple(state_dict[k].shape) != expected[k])
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                         ("mis-shaped keys", mismatched)):
+        if items:
+            shown = ", ".join(items[:20]) + (f", ... ({len(items) - 20} more)" if len(items) > 20 else "")
+            problems.append(f"{len(items)} {label}: {shown}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit the SegGPT config: " + "; ".join(problems))
+
+
+def _read_config(path: Path) -> SegGptConfig:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a readable config.json ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: config.json must hold a JSON object")
+    try:
+        return SegGptConfig.from_dict(data, source=str(path))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid SegGPT config: {exc}") from None
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: not a valid safetensors checkpoint (truncated or corrupt?): "
+                              f"{reason}") from None
+
+
+def _read_painter(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types (UnpicklingError, RuntimeError, EOFError...)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {reason}") from None
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a Painter checkpoint with a state dict under 'model'")
+    return convert_painter_state_dict(obj)
+
+
+def _download(repo_id: str, revision: str | None, cache_dir: str | None,
+              local_files_only: bool) -> tuple[Path, Path]:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    try:
+        config_path = hf_hub_download(repo_id, CONFIG_NAME, revision=revision, cache_dir=cache_dir,
+                                      local_files_only=local_files_only)
+        weights_path = hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
+                                       local_files_only=local_files_only)
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as exc:
+        raise CheckpointError(
+            f"checkpoint '{repo_id}' is not in the local Hugging Face cache and cannot be downloaded "
+            f"(offline?): pass a local path (hub-layout folder, .safetensors or Painter .pth)") from exc
+    except HfHubHTTPError as exc:
+        raise CheckpointError(f"checkpoint '{repo_id}' could not be downloaded from the Hugging Face "
+                              f"hub: {str(exc).splitlines()[0]}") from exc
+    except ValueError as exc:  # invalid repo id
+        raise CheckpointError(f"'{repo_id}' is neither an existing path nor a valid hub repo id") from exc
+    return Path(config_path), Path(weights_path)
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike, *, revision: str | None = None,
+                       cache_dir: str | None = None, local_files_only: bool = False
+                       ) -> tuple[SegGptConfig | None, dict[str, torch.Tensor], str]:
+    """Read a checkpoint (any accepted form) into ``(config or None, hub-named state dict, source)``.
+
+    Raises:
+        CheckpointError: missing path, unreadable or corrupt file, invalid config, offline hub.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        config_path, weights_path = path / CONFIG_NAME, path / WEIGHTS_NAME
+        if not weights_path.is_file():
+            raise CheckpointError(f"{path}: no {WEIGHTS_NAME} in this folder (hub layout expected)")
+        config = _read_config(config_path) if config_path.is_file() else None
+        return config, _read_safetensors(weights_path), str(weights_path)
+    if path.is_file():
+        if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+            beside = path.with_name(CONFIG_NAME)
+            config = _read_config(beside) if beside.is_file() else None
+            return config, _read_painter(path), str(path)
+        beside = path.with_name(CONFIG_NAME)
+        config = _read_config(beside) if beside.is_file() else None
+        return config, _read_safetensors(path), str(path)
+    # A hub repo id is "owner/name"; anything else that does not exist is a missing local path.
+    looks_like_path = (text.startswith((".", "/", "~")) or text.count("/") != 1
+                       or path.suffix in (".safetensors", ".pth", ".pt", ".bin", ".ckpt"))
+    if looks_like_path:
+        raise CheckpointError(f"checkpoint not found: {text}")
+    config_path, weights_path = _download(text, revision, cache_dir, local_files_only)
+    return _read_config(config_path), _read_safetensors(weights_path), f"{text} ({weights_path})"
+
+
+def from_pretrained(name_or_path: str | os.PathLike = DEFAULT_CHECKPOINT, device: str | torch.device | None = None,
+                    dtype: torch.dtype | None = None, *, config: SegGptConfig | None = None,
+                    revision: str | None = None, cache_dir: str | None = None,
+                    local_files_only: bool = False) -> SegGptForImageSegmentation:
+    """Load a SegGPT model strictly, in eval mode.
+
+    Args:
+        name_or_path: hub repo id, hub-layout folder, ``.safetensors`` file or Painter ``.pth``.
+        device: where to put the weights (default CPU). The caller chooses.
+        dtype: parameter dtype (default: as stored, float32 for the public checkpoint).
+        config: overrides the checkpoint's ``config.json`` (required for a bare file of a
+            non-default architecture).
+        revision, cache_dir, local_files_only: passed to ``huggingface_hub`` for repo ids.
+
+    Returns:
+        :class:`SegGptForImageSegmentation` on ``device`` in ``dtype``, ``eval()`` mode.
+
+    Raises:
+        CheckpointError: not found, offline without cache, unreadable/corrupt file, or keys that
+            are missing, unexpected or mis-shaped (all listed).
+    """
+    file_config, state_dict, source = resolve_checkpoint(
+        name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    config = config or file_config or SegGptConfig()
+    with torch.device("meta"):  # no allocation or random init: the checkpoint's tensors are assigned
+        model = SegGptForImageSegmentation(config)
+    _check_state_dict(model, state_dict, source)
+    if dtype is not None:
+        state_dict = {k: v.to(dtype) for k, v in state_dict.items()}
+    if device is not None:
+        state_dict = {k: v.to(device) for k, v in state_dict.items()}
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model.eval()
+
+
+def save_pretrained(model: SegGptForImageSegmentation, save_directory: str | os.PathLike) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (hub layout) into ``save_directory``.
+
+    Files are written to temporary names and renamed, so an interrupted save leaves no file that
+    looks complete. The result loads with :func:`from_pretrained` and with ``transformers``'
+    ``SegGptForImageSegmentation.from_pretrained``.
+
+    Returns:
+        The folder path.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(save_directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    for name, write in ((WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"})),
+                        (CONFIG_NAME, lambda p: Path(p).write_text(
+                            json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n"))):
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, folder / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return folder

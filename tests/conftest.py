@@ -1,0 +1,38 @@
+"""Shared fixtures: paths to ../shared/data and tiny random-weight checkpoints in hub layout."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")          # tests never reach the hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+CONFIGS = REPO / "configs"
+
+
+def pytest_configure(config):
+    warnings.filterwarnings("ignore", message=".*torchvision.*")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory) -> Path:
+    """A tiny SegGPT with random (non-degenerate) weights, saved by transformers' save_pretrained."""
+    from tests._reference import make_hf_model
+
+    folder = tmp_path_factory.mktemp("tiny_hf")
+    model = make_hf_model(CONFIGS / "seggpt-tiny.json", seed=0)
+    model.save_pretrained(folder)
+    return folder
