@@ -6,7 +6,7 @@ MViTv2 (Li et al. 2022), as in ``baaivision/Painter`` ``SegGPT_inference/models_
 
 * ``"sdpa"`` (default): the bias is folded into augmented queries and keys so that
   ``torch.nn.functional.scaled_dot_product_attention`` runs without an attention mask and no
-  ``(B, heads, N, N)`` tensor is ever materialised (see :func:`augment_qk_with_rel_pos`).
+  ``(B, heads, N, N)`` tensor is ever materialised (see :func:`augment_qkv_with_rel_pos`).
 * ``"eager"``: the reference formula, softmax of ``q k^T * scale + bias`` computed explicitly; kept
   for tests and for returning attention probabilities.
 
@@ -86,28 +86,35 @@ def key_position_onehots(grid: tuple[int, int], dtype: torch.dtype, device: torc
     return onehots
 
 
-def augment_qk_with_rel_pos(query: torch.Tensor, key: torch.Tensor, term_h: torch.Tensor,
-                            term_w: torch.Tensor, scale: float,
-                            onehots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_qkv_with_rel_pos(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                             term_h: torch.Tensor, term_w: torch.Tensor, scale: float,
+                             onehots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fold the relative position bias into queries and keys for mask-free fused attention.
 
-    ``q' = [q * scale | th | tw]`` and ``k' = [k | onehot(row) | onehot(col)]`` give
+    ``q' = [q * scale | th | tw | 0]`` and ``k' = [k | onehot(row) | onehot(col) | 0]`` give
     ``q' . k' = scale * q . k + th[row(k)] + tw[col(k)]``: exactly the biased logits, so
-    ``scaled_dot_product_attention(q', k', v, scale=1)`` needs no ``(N, N)`` bias tensor.
+    ``scaled_dot_product_attention(q', k', v', scale=1)`` needs no ``(N, N)`` bias tensor. Values
+    are zero-padded to the same width (``v' = [v | 0]``) because the fused CPU and GPU kernels want
+    equal head sizes; the width is rounded up to a multiple of 8. Take ``out[..., :C]``.
 
     Args:
-        query, key: ``(B, heads, N, C)``.
+        query, key, value: ``(B, heads, N, C)``.
         term_h, term_w: ``(B, heads, N, Hg)`` and ``(B, heads, N, Wg)`` from :func:`rel_pos_terms`.
         scale: softmax scale ``C ** -0.5``.
         onehots: ``(N, Hg + Wg)`` from :func:`key_position_onehots`.
 
     Returns:
-        ``(B, heads, N, C + Hg + Wg)`` augmented queries and keys.
+        ``(B, heads, N, C')`` augmented queries, keys and values, ``C' >= C + Hg + Wg``.
     """
-    batch, heads, n, _ = key.shape
-    q_aug = torch.cat([query * scale, term_h, term_w], dim=-1)
-    k_aug = torch.cat([key, onehots.to(key.dtype).expand(batch, heads, n, -1)], dim=-1)
-    return q_aug, k_aug
+    batch, heads, n, c = key.shape
+    extra = onehots.shape[1]
+    width = -(-(c + extra) // 8) * 8
+    pad = width - c - extra
+    zeros = query.new_zeros(batch, heads, n, pad) if pad else None
+    q_parts = [query * scale, term_h, term_w] + ([zeros] if pad else [])
+    k_parts = [key, onehots.to(key.dtype).expand(batch, heads, n, extra)] + ([zeros] if pad else [])
+    v_aug = torch.cat([value, value.new_zeros(batch, heads, n, width - c)], dim=-1)
+    return torch.cat(q_parts, dim=-1), torch.cat(k_parts, dim=-1), v_aug
 
 
 class SegGptAttention(nn.Module):
@@ -160,8 +167,10 @@ class SegGptAttention(nn.Module):
         if self.use_rel_pos:
             term_h, term_w = rel_pos_terms(query, *self._rel_tables(query), self.grid)
             onehots = key_position_onehots(self.grid, key.dtype, key.device)
-            query, key = augment_qk_with_rel_pos(query, key, term_h, term_w, self.scale, onehots)
-            return F.scaled_dot_product_attention(query, key, value, scale=1.0), None
+            q_aug, k_aug, v_aug = augment_qkv_with_rel_pos(query, key, value, term_h, term_w,
+                                                           self.scale, onehots)
+            out = F.scaled_dot_product_attention(q_aug, k_aug, v_aug, scale=1.0)
+            return out[..., :value.shape[-1]], None
         return F.scaled_dot_product_attention(query, key, value, scale=self.scale), None
 
     def _rel_tables(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

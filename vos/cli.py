@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *a, **k: f"vos {args.command}: warning: {message}\n"
     module = importlib.import_module(_COMMANDS[args.command])
     from vos.errors import user_errors
 
