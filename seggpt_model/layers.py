@@ -6,7 +6,7 @@ MViTv2 (Li et al. 2022), as in ``baaivision/Painter`` ``SegGPT_inference/models_
 
 * ``"sdpa"`` (default): the bias is folded into augmented queries and keys so that
   ``torch.nn.functional.scaled_dot_product_attention`` runs without an attention mask and no
-  ``(B, heads, N, N)`` tensor is ever materialised (see :func:`augment_qkv_with_rel_pos`).
+  ``(B, heads, N, N)`` tensor is ever materialised (see :meth:`SegGptAttention._attend_fused`).
 * ``"eager"``: the reference formula, softmax of ``q k^T * scale + bias`` computed explicitly; kept
   for tests and for returning attention probabilities.
 
@@ -64,7 +64,7 @@ def rel_pos_terms(query: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor,
     """
     batch, heads, _, channels = query.shape
     hg, wg = grid
-    q = query.reshape(batch, heads, hg, wg, channels)                      # (B, h, Hg, Wg, C)
+    q = query.unflatten(2, (hg, wg))                                        # (B, h, Hg, Wg, C)
     term_h = torch.einsum("bnhwc,hkc->bnhwk", q, rel_h)                     # (B, h, Hg, Wg, Hg)
     term_w = torch.einsum("bnhwc,wkc->bnhwk", q, rel_w)                     # (B, h, Hg, Wg, Wg)
     return term_h.reshape(batch, heads, hg * wg, hg), term_w.reshape(batch, heads, hg * wg, wg)
@@ -84,37 +84,6 @@ def key_position_onehots(grid: tuple[int, int], dtype: torch.dtype, device: torc
     onehots[index, rows] = 1
     onehots[index, hg + cols] = 1
     return onehots
-
-
-def augment_qkv_with_rel_pos(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                             term_h: torch.Tensor, term_w: torch.Tensor, scale: float,
-                             onehots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fold the relative position bias into queries and keys for mask-free fused attention.
-
-    ``q' = [q * scale | th | tw | 0]`` and ``k' = [k | onehot(row) | onehot(col) | 0]`` give
-    ``q' . k' = scale * q . k + th[row(k)] + tw[col(k)]``: exactly the biased logits, so
-    ``scaled_dot_product_attention(q', k', v', scale=1)`` needs no ``(N, N)`` bias tensor. Values
-    are zero-padded to the same width (``v' = [v | 0]``) because the fused CPU and GPU kernels want
-    equal head sizes; the width is rounded up to a multiple of 8. Take ``out[..., :C]``.
-
-    Args:
-        query, key, value: ``(B, heads, N, C)``.
-        term_h, term_w: ``(B, heads, N, Hg)`` and ``(B, heads, N, Wg)`` from :func:`rel_pos_terms`.
-        scale: softmax scale ``C ** -0.5``.
-        onehots: ``(N, Hg + Wg)`` from :func:`key_position_onehots`.
-
-    Returns:
-        ``(B, heads, N, C')`` augmented queries, keys and values, ``C' >= C + Hg + Wg``.
-    """
-    batch, heads, n, c = key.shape
-    extra = onehots.shape[1]
-    width = -(-(c + extra) // 8) * 8
-    pad = width - c - extra
-    zeros = query.new_zeros(batch, heads, n, pad) if pad else None
-    q_parts = [query * scale, term_h, term_w] + ([zeros] if pad else [])
-    k_parts = [key, onehots.to(key.dtype).expand(batch, heads, n, extra)] + ([zeros] if pad else [])
-    v_aug = torch.cat([value, value.new_zeros(batch, heads, n, width - c)], dim=-1)
-    return torch.cat(q_parts, dim=-1), torch.cat(k_parts, dim=-1), v_aug
 
 
 class SegGptAttention(nn.Module):
@@ -145,41 +114,75 @@ class SegGptAttention(nn.Module):
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attention of full canvas sequences.
+        """Attention of full canvas sequences: the explicit reference formula (eager path), or
+        plain SDPA when the model has no relative position (the fused rel-pos path is
+        :meth:`_attend_fused`).
 
         Args:
             query, key, value: ``(B, heads, N, C)`` with ``N = Hg * Wg`` tokens in row-major order.
-            output_attentions: also return the ``(B, heads, N, N)`` probabilities (eager path).
+            output_attentions: also return the ``(B, heads, N, N)`` probabilities.
 
         Returns:
             ``(B, heads, N, C)`` attention output (before ``proj``) and the probabilities or None.
         """
-        if self.attn_implementation == "eager" or output_attentions:
-            logits = (query * self.scale) @ key.transpose(-2, -1)                  # (B, h, N, N)
-            if self.use_rel_pos:
-                term_h, term_w = rel_pos_terms(query, *self._rel_tables(query), self.grid)
-                hg, wg = self.grid
-                b, h, n, _ = logits.shape
-                logits = (logits.view(b, h, n, hg, wg) + term_h[..., :, None]
-                          + term_w[..., None, :]).view(b, h, n, n)
-            probs = torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
-            return probs @ value, (probs if output_attentions else None)
+        if not self.use_rel_pos and self.attn_implementation == "sdpa" and not output_attentions:
+            return F.scaled_dot_product_attention(query, key, value, scale=self.scale), None
+        logits = (query * self.scale) @ key.transpose(-2, -1)                      # (B, h, N, N)
         if self.use_rel_pos:
             term_h, term_w = rel_pos_terms(query, *self._rel_tables(query), self.grid)
-            onehots = key_position_onehots(self.grid, key.dtype, key.device)
-            q_aug, k_aug, v_aug = augment_qkv_with_rel_pos(query, key, value, term_h, term_w,
-                                                           self.scale, onehots)
-            out = F.scaled_dot_product_attention(q_aug, k_aug, v_aug, scale=1.0)
-            return out[..., :value.shape[-1]], None
-        return F.scaled_dot_product_attention(query, key, value, scale=self.scale), None
+            hg, wg = self.grid
+            b, h, n, _ = logits.shape
+            logits = (logits.view(b, h, n, hg, wg) + term_h[..., :, None]
+                      + term_w[..., None, :]).view(b, h, n, n)
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
+        return probs @ value, (probs if output_attentions else None)
 
     def _rel_tables(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rel_h = get_rel_pos(self.grid[0], self.grid[0], self.rel_pos_h).to(like.dtype)  # (Hg, Hg, C)
         rel_w = get_rel_pos(self.grid[1], self.grid[1], self.rel_pos_w).to(like.dtype)  # (Wg, Wg, C)
         return rel_h, rel_w
 
+    def _attend_fused(self, qkv_p: torch.Tensor, qkv_q: torch.Tensor) -> torch.Tensor:
+        """Fused attention with the relative position bias folded into queries and keys.
+
+        ``q' = [q * scale | th | tw | 0]`` and ``k' = [k | onehot(row) | onehot(col) | 0]`` give
+        ``q' . k' = scale * q . k + th[row(k)] + tw[col(k)]``: exactly the biased logits, so
+        ``scaled_dot_product_attention(q', k', v', scale=1)`` needs no ``(N, N)`` bias tensor.
+        Values are zero-padded to the same width (``v' = [v | 0]``) because the fused CPU and GPU
+        kernels want equal head sizes; the width is rounded up to a multiple of 8. q', k' and v'
+        are written straight into one buffer, without concatenated copies.
+
+        Args:
+            qkv_p: ``(3, S, h, Lp, C)`` projections of the prompt halves.
+            qkv_q: ``(3, Sq, h, Lq, C)`` projections of the query halves (``S % Sq == 0``).
+
+        Returns:
+            ``(S, h, N, C)`` attention output (a view).
+        """
+        _, s, h, lp, c = qkv_p.shape
+        sq, lq = qkv_q.shape[1], qkv_q.shape[3]
+        hg, wg = self.grid
+        extra = hg + wg
+        width = -(-(c + extra) // 8) * 8
+        buf = qkv_p.new_empty(3, s, h, lp + lq, width)                          # q', k', v'
+        buf[:, :, :, :lp, :c] = qkv_p
+        if sq == s:
+            buf[:, :, :, lp:, :c] = qkv_q
+        else:  # each shared query half serves a group of s // sq canvases
+            buf[:, :, :, lp:, :c].unflatten(1, (sq, s // sq)).copy_(
+                qkv_q.unsqueeze(2).expand(-1, -1, s // sq, -1, -1, -1))
+        query = buf[0, ..., :c]                                                  # (S, h, N, C)
+        term_h, term_w = rel_pos_terms(query, *self._rel_tables(query), self.grid)
+        buf[0, ..., c:c + hg] = term_h
+        buf[0, ..., c + hg:c + extra] = term_w
+        query.mul_(self.scale)
+        buf[1, ..., c:c + extra] = key_position_onehots(self.grid, buf.dtype, buf.device)
+        buf[:2, ..., c + extra:] = 0
+        buf[2, ..., c:] = 0
+        return F.scaled_dot_product_attention(buf[0], buf[1], buf[2], scale=1.0)[..., :c]
+
     def forward(self, prompt_tokens: torch.Tensor, query_tokens: torch.Tensor,
-                output_attentions: bool = False
+                ensemble_groups: int | None = None, output_attentions: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Attention over canvases whose query halves may be shared between sequences.
 
@@ -188,22 +191,35 @@ class SegGptAttention(nn.Module):
             query_tokens: ``(Sq, Lq, D)`` normalised tokens of the bottom halves; ``Sq == S``, or
                 ``S % Sq == 0`` when groups of ``S // Sq`` consecutive canvases share one query half
                 (feature ensemble over identical query images).
+            ensemble_groups: ``None``, or ``G``: the query-half outputs are averaged over each group
+                of ``S // G`` consecutive canvases (feature ensemble). The average is taken before
+                ``proj``, which is affine, so it equals the original's average after it.
 
         Returns:
-            ``(S, Lp, D)`` and ``(S, Lq, D)``: projected attention outputs of both halves for every
-            canvas, and the ``(S, heads, N, N)`` probabilities when ``output_attentions``.
+            ``(S, Lp, D)`` prompt-half outputs, ``(S or G, Lq, D)`` query-half outputs (``G`` when
+            averaged), and the ``(S, heads, N, N)`` probabilities when ``output_attentions``.
         """
         s, lp, d = prompt_tokens.shape
         sq, lq, _ = query_tokens.shape
-        qkv_p = self.qkv(prompt_tokens)                                         # (S, Lp, 3D)
-        qkv_q = self.qkv(query_tokens)                                          # (Sq, Lq, 3D)
-        if sq != s:
-            qkv_q = qkv_q.repeat_interleave(s // sq, dim=0)                     # (S, Lq, 3D)
-        query, key, value = self._split_heads(torch.cat([qkv_p, qkv_q], dim=1))  # (S, h, N, C) each
-        out, probs = self.attend(query, key, value, output_attentions)          # (S, h, N, C)
-        out = out.transpose(1, 2).reshape(s, lp + lq, d)                        # (S, N, D)
-        out = self.proj(out)
-        return out[:, :lp], out[:, lp:], probs
+        h, c = self.num_heads, self.head_dim
+        qkv_p = self.qkv(prompt_tokens).view(s, lp, 3, h, c).permute(2, 0, 3, 1, 4)   # (3, S, h, Lp, C)
+        qkv_q = self.qkv(query_tokens).view(sq, lq, 3, h, c).permute(2, 0, 3, 1, 4)  # (3, Sq, h, Lq, C)
+        probs = None
+        if self.use_rel_pos and self.attn_implementation == "sdpa" and not output_attentions:
+            out = self._attend_fused(qkv_p, qkv_q)                                  # (S, h, N, C)
+        else:
+            if sq != s:
+                qkv_q = qkv_q.repeat_interleave(s // sq, dim=1)
+            qkv = torch.cat([qkv_p, qkv_q], dim=3)                                  # (3, S, h, N, C)
+            out, probs = self.attend(qkv[0], qkv[1], qkv[2], output_attentions)
+        out = out.transpose(1, 2)                                                   # (S, N, h, C)
+        out_p = out[:, :lp].reshape(s, lp, d)
+        out_q = out[:, lp:]                                                         # (S, Lq, h, C)
+        if ensemble_groups is not None:
+            g = ensemble_groups
+            out_q = out_q.reshape(g, s // g, lq, h, c).mean(dim=1)                  # (G, Lq, h, C)
+        out_q = out_q.reshape(-1, lq, d)
+        return self.proj(out_p), self.proj(out_q), probs
 
 
 class SegGptMlp(nn.Module):
@@ -252,15 +268,13 @@ class SegGptLayer(nn.Module):
         """
         s = prompt_tokens.shape[0]
         sq = query_tokens.shape[0]
-        attn_p, attn_q, probs = self.attention(self.layernorm_before(prompt_tokens),
-                                               self.layernorm_before(query_tokens), output_attentions)
-        if ensemble_groups is not None:
-            g = ensemble_groups
-            attn_q = attn_q.reshape(g, s // g, *attn_q.shape[1:]).mean(dim=1)    # (G, Lq, D)
-            if sq == s:
-                attn_q = attn_q.repeat_interleave(s // g, dim=0)                 # (S, Lq, D)
-        elif sq != s:
+        if ensemble_groups is None and sq != s:
             raise ValueError("shared query halves need feature ensemble")
+        attn_p, attn_q, probs = self.attention(self.layernorm_before(prompt_tokens),
+                                               self.layernorm_before(query_tokens), ensemble_groups,
+                                               output_attentions)
+        if ensemble_groups is not None and sq == s:
+            attn_q = attn_q.repeat_interleave(s // ensemble_groups, dim=0)        # (S, Lq, D)
         prompt_tokens = prompt_tokens + attn_p
         query_tokens = query_tokens + attn_q
         prompt_tokens = prompt_tokens + self.mlp(self.layernorm_after(prompt_tokens))

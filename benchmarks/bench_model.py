@@ -1,0 +1,272 @@
+"""SegGPT forward: ours against transformers' on the same inputs, in one process.
+
+Measures, for each dtype and prompt count N (1 query frame, N prompts, feature ensemble):
+
+* seconds per query frame of ``SegGptForImageSegmentation.segment`` (ours, the VOS operating
+  point) and of the reference (transformers' ``SegGptForImageSegmentation``: a plain forward for
+  N = 1, and for N > 1 transformers' layers run with the original ensemble rule,
+  ``tests/_reference.painter_ensemble_reference``, which costs exactly a transformers ensemble
+  forward and computes the same numbers as ours);
+* the speed ratio, the max abs difference of the query prediction (fp32) or the label agreement
+  with our fp32 labels (bf16/fp16), and the peak RSS added by one forward;
+* achieved FLOP/s from an analytic FLOP count (:func:`analytic_flops`), against the machine's
+  measured dense matmul rate;
+* load time of the weights against reading the safetensors file.
+
+Results go to ``docs/benchmarks.md`` (section ``bench_model``). Random weights (hub layout
+written by transformers' ``save_pretrained``): speed does not depend on the values.
+
+Usage::
+
+    python benchmarks/bench_model.py                      # ViT-L, fp32 + bf16, N = 1 and 8
+    python benchmarks/bench_model.py --prompts 1 3 8 --dtypes float32 --repeat 2
+    python benchmarks/bench_model.py --config configs/seggpt-tiny.json --no-doc   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import machine, peak_rss_mib, reset_peak_rss, rss_mib, today, write_section  # noqa: E402
+from seggpt_model import SegGptConfig, from_pretrained  # noqa: E402
+from seggpt_model.processing import build_palette, postprocess_masks  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def analytic_flops(cfg: SegGptConfig, n: int, shared_query: bool = True) -> float:
+    """FLOPs (2 per multiply-add) of one query frame with ``n`` prompts.
+
+    With ``d`` = hidden size, ``m`` = MLP width, ``L`` = tokens per half image (784), ``T = 2L``:
+
+    * linear layers: ``2 (4 d^2 + 2 d m)`` per token and layer; tokens per layer are
+      ``2n * T`` before the merge and ``n * T`` after it for the reference, and ``2n * L + 2L`` /
+      ``n * L + L`` with the query half shared (ours);
+    * attention: ``4 T^2 d`` per canvas and layer (``QK^T`` and ``AV``), plus the decomposed
+      relative-position terms ``2 T d (Hg + Wg)``; ``2n`` canvases before the merge, ``n`` after;
+    * patch embedding: ``2 * 3 p^2 d`` per embedded token;
+    * decoder: ``2 * 4d * p^2 Dd`` per decoded token, ``2 * 9 Dd^2 + 2 * 3 Dd`` per output pixel;
+      ours decodes one query half plus one patch row, the reference ``n`` whole canvases.
+    """
+    d, m = cfg.hidden_size, cfg.mlp_dim
+    hg, wg = cfg.grid_size
+    p, dd = cfg.patch_size, cfg.decoder_hidden_size
+    half = hg // 2 * wg
+    t = 2 * half
+    before = cfg.merge_index + 1
+    after = cfg.num_hidden_layers - before
+    per_token = 2 * (4 * d * d + 2 * d * m)
+    if shared_query:
+        tokens = before * (2 * n * half + 2 * half) + after * (n * half + half)
+        embedded = 2 * n * half + half
+        decoded_tokens = half + wg
+    else:
+        tokens = before * 2 * n * t + after * n * t
+        embedded = 2 * n * t
+        decoded_tokens = n * t
+    canvases = before * 2 * n + after * n
+    attention = canvases * (4 * t * t * d + 2 * t * d * (hg + wg))
+    embed = embedded * 2 * 3 * p * p * d
+    decoder = decoded_tokens * (2 * 4 * d * p * p * dd + p * p * (2 * 9 * dd * dd + 2 * 3 * dd))
+    return float(per_token * tokens + attention + embed + decoder)
+
+
+def matmul_rate(dtype: torch.dtype, size: int = 4096, repeat: int = 3) -> float:
+    """Measured dense matmul FLOP/s of this machine for ``dtype`` (``size``-square GEMM)."""
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * size ** 3 / min(times)
+
+
+def timed(fn, repeat: int, warmup: int = 1) -> tuple[float, object]:
+    """(median seconds over ``repeat`` runs after ``warmup``, last result)."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            out = fn()
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def worker(ckpt: Path, impl: str, dname: str, n: int, repeat: int, out: Path) -> None:
+    """One measurement in a fresh process, so that its peak RSS is its own.
+
+    Peak memory is ``VmHWM`` minus the RSS after loading the model and making the inputs: the
+    working memory of one forward (weights excluded).
+    """
+    dtype = DTYPES[dname]
+    if impl == "ours":
+        model = from_pretrained(ckpt, dtype=dtype)
+    else:
+        from transformers import SegGptForImageSegmentation
+
+        model = SegGptForImageSegmentation.from_pretrained(ckpt).to(dtype).eval()
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(1, 3, 448, 448, generator=g).to(dtype)
+    pr = torch.randn(n, 3, 448, 448, generator=g).to(dtype)
+    mk = torch.randn(n, 3, 448, 448, generator=g).to(dtype)
+    gc.collect()
+    base = rss_mib()
+    reset_peak_rss()
+    if impl == "ours":
+        fn = lambda: model.segment(q, pr, mk)  # noqa: E731
+    elif n == 1:
+        fn = lambda: model(q, pr, mk).pred_masks[:1, :, 448:]  # noqa: E731
+    else:
+        from tests._reference import painter_ensemble_reference
+
+        qn = q.expand(n, -1, -1, -1)
+        fn = lambda: painter_ensemble_reference(model, qn, pr, mk)[:1, :, 448:]  # noqa: E731
+    seconds, pred = timed(fn, repeat)
+    peak = peak_rss_mib() - base
+    torch.save({"seconds": seconds, "peak_mib": peak, "pred": pred.float()}, out)
+
+
+def measure(ckpt: Path, impl: str, dname: str, n: int, repeat: int, threads: int | None) -> dict:
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "result.pt"
+        cmd = [sys.executable, __file__, "--worker", str(ckpt), impl, dname, str(n), str(repeat), str(out)]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        subprocess.run(cmd, check=True)
+        return torch.load(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs" / "seggpt-vit-large.json"))
+    ap.add_argument("--prompts", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=sorted(DTYPES))
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-reference", action="store_true", help="time only our model")
+    ap.add_argument("--reference-dtypes", nargs="+", default=["float32"], choices=sorted(DTYPES))
+    ap.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    ap.add_argument("--worker", nargs=6, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        ckpt, impl, dname, n, repeat, out = args.worker
+        worker(Path(ckpt), impl, dname, int(n), int(repeat), Path(out))
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    from tests._reference import make_hf_model
+
+    cfg_dict = json.loads(Path(args.config).read_text())
+    cfg = SegGptConfig.from_dict(cfg_dict)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_model_"))
+    hf = make_hf_model(cfg_dict, seed=0)
+    hf.save_pretrained(tmp)
+    weights = tmp / "model.safetensors"
+
+    # load time vs reading the file (page cache warm in both)
+    weights.read_bytes()
+    t0 = time.perf_counter()
+    weights.read_bytes()
+    read_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    from_pretrained(tmp)
+    load_s = time.perf_counter() - t0
+    del hf
+    gc.collect()
+    print(f"load {load_s:.2f} s vs read {read_s:.2f} s ({weights.stat().st_size / 2**20:.0f} MiB)", flush=True)
+
+    rates = {name: matmul_rate(DTYPES[name]) for name in sorted(set(args.dtypes) | set(args.reference_dtypes))}
+    for name, rate in rates.items():
+        print(f"matmul {name}: {rate / 1e9:.0f} GFLOP/s", flush=True)
+
+    palette = build_palette(1)
+    rows = []
+    fp32_pred: dict[int, torch.Tensor] = {}
+    for dname in args.dtypes:
+        for n in args.prompts:
+            ours = measure(tmp, "ours", dname, n, args.repeat, args.threads)
+            pred = ours["pred"]
+            row = {"dtype": dname, "prompts": n, "ours_s": ours["seconds"], "ours_mem": ours["peak_mib"],
+                   "ours_tflops": analytic_flops(cfg, n) / ours["seconds"] / 1e12,
+                   "rate": rates[dname] / 1e12}
+            if dname == "float32":
+                fp32_pred[n] = pred
+            elif n in fp32_pred:
+                a = postprocess_masks(pred, palette)
+                b = postprocess_masks(fp32_pred[n], palette)
+                row["label_agreement"] = float((a == b).float().mean())
+            if not args.no_reference and dname in args.reference_dtypes:
+                ref = measure(tmp, "ref", dname, n, args.repeat, args.threads)
+                row.update(ref_s=ref["seconds"], ref_mem=ref["peak_mib"], speedup=ref["seconds"] / ours["seconds"],
+                           ref_tflops=analytic_flops(cfg, n, shared_query=False) / ref["seconds"] / 1e12)
+                if dname == "float32":
+                    row["max_abs_diff"] = float((ref["pred"] - pred).abs().max())
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+    # bf16 ours against fp32 reference (the headline ratio of issue 6)
+    ref32 = {r["prompts"]: r["ref_s"] for r in rows if r["dtype"] == "float32" and "ref_s" in r}
+    for r in rows:
+        if r["dtype"] != "float32" and r["prompts"] in ref32:
+            r["speedup_vs_fp32_ref"] = ref32[r["prompts"]] / r["ours_s"]
+
+    lines = [
+        f"Machine: {machine()}. Date: {today()}. Model: `{Path(args.config).name}` with random weights; "
+        f"1 query frame, N prompts, feature ensemble; median of {args.repeat} after 1 warm-up.",
+        "",
+        f"Weights: `from_pretrained` of the {weights.stat().st_size / 2**20:.0f} MiB safetensors file took "
+        f"{load_s:.2f} s; reading the file took {read_s:.2f} s (ratio {load_s / max(read_s, 1e-9):.2f}).",
+        "",
+        "Dense matmul rate measured here (4096-square GEMM): "
+        + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in rates.items()) + ".",
+        "",
+        "| dtype | N | ours s/frame | reference s/frame | speed-up | ours TFLOP/s (of matmul peak) "
+        "| ref TFLOP/s | max abs diff / label agreement | peak working memory ours / ref (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ref_s = f"{r['ref_s']:.2f}" if "ref_s" in r else "-"
+        speed = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
+        if "speedup_vs_fp32_ref" in r:
+            speed += f" ({r['speedup_vs_fp32_ref']:.2f}x vs fp32 ref)"
+        acc = (f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r
+               else f"{100 * r['label_agreement']:.2f}% labels = fp32" if "label_agreement" in r else "-")
+        mem = f"{r['ours_mem']:.0f} / {r['ref_mem']:.0f}" if "ref_mem" in r else f"{r['ours_mem']:.0f} / -"
+        ref_tf = f"{r['ref_tflops']:.3f}" if "ref_tflops" in r else "-"
+        lines.append(f"| {r['dtype']} | {r['prompts']} | {r['ours_s']:.2f} | {ref_s} | {speed} | "
+                     f"{r['ours_tflops']:.3f} ({100 * r['ours_tflops'] / r['rate']:.0f}%) | {ref_tf} | {acc} | {mem} |")
+    lines += ["", "FLOPs are counted analytically (`benchmarks/bench_model.py::analytic_flops`): ours "
+              "counts the work of the shared-query formulation, the reference's its own (N full canvases "
+              "through every layer, N canvases decoded)."]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_doc:
+        write_section("bench_model", "SegGPT forward: ours vs transformers", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
