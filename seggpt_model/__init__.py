@@ -5,10 +5,20 @@ Public API (imported lazily, so ``import seggpt_model`` does not import torch)::
     from seggpt_model import SegGptConfig, SegGptForImageSegmentation, SegGptModel, from_pretrained
     model = from_pretrained("BAAI/seggpt-vit-large", device="cuda", dtype=torch.bfloat16)
 
+The documented ``transformers`` API works with only the import line changed::
+
+    from seggpt_model import SegGptImageProcessor, SegGptForImageSegmentation
+    processor = SegGptImageProcessor.from_pretrained("BAAI/seggpt-vit-large")
+    model = SegGptForImageSegmentation.from_pretrained("BAAI/seggpt-vit-large")
+    inputs = processor(images=image, prompt_images=prompt, prompt_masks=mask, return_tensors="pt")
+    outputs = model(**inputs)
+    labels = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]
+
 Modules: ``config`` (dataclass with the hub config.json fields), ``layers`` (attention with
 decomposed relative position, MLP, block), ``model`` (embeddings, encoder with stream merge and
 feature ensemble, decoder), ``weights`` (the one loader and ``save_pretrained``), ``processing``
-(resize, normalise, palettes, post-processing), ``loss``.
+(resize, normalise, palettes, post-processing), ``loss``, ``image_processor``
+(``SegGptImageProcessor``, the documented processor API on top of ``processing``).
 """
 
 from __future__ import annotations
@@ -27,6 +37,8 @@ _EXPORTS = {
     "DEFAULT_CHECKPOINT": "weights",
     "CheckpointError": "errors",
     "build_palette": "processing",
+    "SegGptImageProcessor": "image_processor",
+    "BatchFeature": "image_processor",
 }
 
 __all__ = sorted(_EXPORTS)

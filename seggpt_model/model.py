@@ -21,7 +21,7 @@ original, so with one prompt ``feature_ensemble`` changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +33,45 @@ from .layers import SegGptLayer
 EMBEDDING_TYPES = ("instance", "semantic")
 
 
+class _ModelOutput:
+    """Key and index access on the output dataclasses, as ``transformers``' ``ModelOutput`` offers.
+
+    ``out["pred_masks"]`` equals ``out.pred_masks``; keys are the fields that are not None, in field
+    order; ``out[0]`` / ``out.to_tuple()`` index those values. A field that is None is not a key
+    (``KeyError``), as in ``transformers``.
+    """
+
+    def keys(self) -> list[str]:
+        """Names of the fields that are not None, in field order."""
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def values(self) -> list:
+        return [getattr(self, k) for k in self.keys()]
+
+    def items(self) -> list[tuple[str, object]]:
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def to_tuple(self) -> tuple:
+        """The values of :meth:`keys`, in order."""
+        return tuple(self.values())
+
+    def get(self, key: str, default=None):
+        return getattr(self, key) if key in self.keys() else default
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __getitem__(self, key):
+        """``out["name"]`` (KeyError when absent or None) or ``out[i]`` / ``out[a:b]`` over :meth:`to_tuple`."""
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(key)
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+
 @dataclass
-class SegGptEncoderOutput:
+class SegGptEncoderOutput(_ModelOutput):
     """Output of :class:`SegGptModel`.
 
     Attributes:
@@ -54,7 +91,7 @@ class SegGptEncoderOutput:
 
 
 @dataclass
-class SegGptImageSegmentationOutput:
+class SegGptImageSegmentationOutput(_ModelOutput):
     """Output of :class:`SegGptForImageSegmentation`.
 
     Attributes:
@@ -295,7 +332,12 @@ def _canvas(tokens_p: torch.Tensor, tokens_q: torch.Tensor, grid: tuple[int, int
 
 
 class SegGptModel(nn.Module):
-    """Bare SegGPT encoder (embeddings + encoder) returning :class:`SegGptEncoderOutput`."""
+    """Bare SegGPT encoder (embeddings + encoder) returning :class:`SegGptEncoderOutput`.
+
+    Parameter names are the hub checkpoint's without the ``model.`` prefix (the layout
+    ``transformers``' ``SegGptModel.save_pretrained`` writes). :meth:`from_pretrained` also reads a
+    full :class:`SegGptForImageSegmentation` checkpoint (its decoder weights are ignored).
+    """
 
     def __init__(self, config: SegGptConfig) -> None:
         super().__init__()
@@ -306,6 +348,26 @@ class SegGptModel(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.embeddings.patch_embeddings.projection.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.embeddings.position_embeddings.device
+
+    @classmethod
+    def from_pretrained(cls, name_or_path="BAAI/seggpt-vit-large", device=None, dtype=None, **kwargs):
+        """Load the bare encoder strictly, from a bare checkpoint or from a full
+        ``SegGptForImageSegmentation`` one (``model.`` prefix stripped, ``decoder.`` keys ignored);
+        see :func:`seggpt_model.weights.from_pretrained` for arguments and errors."""
+        from .weights import from_pretrained
+
+        return from_pretrained(name_or_path, device=device, dtype=dtype, model_class=cls, **kwargs)
+
+    def save_pretrained(self, save_directory):
+        """Write the hub layout of a bare model (keys without ``model.``, ``architectures``
+        ``["SegGptModel"]``); see :func:`seggpt_model.weights.save_pretrained`."""
+        from .weights import save_pretrained
+
+        return save_pretrained(self, save_directory)
 
     def set_attn_implementation(self, name: str) -> None:
         """``"sdpa"`` (fused, default) or ``"eager"`` (explicit softmax, for tests).
@@ -438,10 +500,11 @@ class SegGptForImageSegmentation(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path="BAAI/seggpt-vit-large", device=None, dtype=None, **kwargs):
-        """Load weights strictly; see :func:`seggpt_model.weights.from_pretrained`."""
+        """Load weights strictly; see :func:`seggpt_model.weights.from_pretrained`. A bare
+        ``SegGptModel`` checkpoint (no decoder) raises :class:`~seggpt_model.errors.CheckpointError`."""
         from .weights import from_pretrained
 
-        return from_pretrained(name_or_path, device=device, dtype=dtype, **kwargs)
+        return from_pretrained(name_or_path, device=device, dtype=dtype, model_class=cls, **kwargs)
 
     def save_pretrained(self, save_directory):
         """Write the hub layout; see :func:`seggpt_model.weights.save_pretrained`."""

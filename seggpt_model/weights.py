@@ -11,6 +11,12 @@
 
 Loading is strict: missing, unexpected or mis-shaped keys raise :class:`CheckpointError` listing
 them. This is the only module of the package that touches files or the network.
+
+Two model classes load from these checkpoints: :class:`SegGptForImageSegmentation` (default; keys
+``model.*`` and ``decoder.*``) and the bare :class:`SegGptModel` (``model_class=SegGptModel``; keys
+without the ``model.`` prefix). A bare model loads from a full checkpoint (``model.`` is stripped,
+``decoder.*`` ignored, everything else checked strictly); a full model cannot load from a bare
+checkpoint (no decoder weights): that is a :class:`CheckpointError` saying so.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import torch
 
 from .config import SegGptConfig
 from .errors import CheckpointError
-from .model import SegGptForImageSegmentation
+from .model import SegGptForImageSegmentation, SegGptModel
 
 DEFAULT_CHECKPOINT = "BAAI/seggpt-vit-large"
 CONFIG_NAME = "config.json"
@@ -128,6 +134,30 @@ def _check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Ten
         raise CheckpointError(f"{source} does not fit the SegGPT config: " + "; ".join(problems))
 
 
+_BARE_PREFIXES = ("embeddings.", "encoder.")
+
+
+def _fit_state_dict(state_dict: dict[str, torch.Tensor], model_class: type, source: str
+                    ) -> dict[str, torch.Tensor]:
+    """Adapt hub-named keys to ``model_class``: full checkpoint -> bare model, or reject bare -> full.
+
+    Raises:
+        CheckpointError: a bare ``SegGptModel`` checkpoint loaded into ``SegGptForImageSegmentation``.
+    """
+    full = any(k.startswith(("model.", "decoder.")) for k in state_dict)
+    if issubclass(model_class, SegGptModel):
+        if not full:
+            return state_dict
+        # strip the "model." prefix, drop the decoder; any other key stays (and is unexpected)
+        return {k[len("model."):] if k.startswith("model.") else k: v
+                for k, v in state_dict.items() if not k.startswith("decoder.")}
+    if not full and state_dict and all(k.startswith(_BARE_PREFIXES) for k in state_dict):
+        raise CheckpointError(
+            f"{source} is a bare SegGptModel checkpoint (encoder only, no decoder weights): load it "
+            f"with SegGptModel.from_pretrained, or use a SegGptForImageSegmentation checkpoint")
+    return state_dict
+
+
 def _read_config(path: Path) -> SegGptConfig:
     try:
         data = json.loads(path.read_text())
@@ -224,7 +254,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, *, revision: str | None 
 def from_pretrained(name_or_path: str | os.PathLike = DEFAULT_CHECKPOINT, device: str | torch.device | None = None,
                     dtype: torch.dtype | None = None, *, config: SegGptConfig | None = None,
                     revision: str | None = None, cache_dir: str | None = None,
-                    local_files_only: bool = False) -> SegGptForImageSegmentation:
+                    local_files_only: bool = False, model_class: type | None = None):
     """Load a SegGPT model strictly, in eval mode.
 
     Args:
@@ -234,19 +264,24 @@ def from_pretrained(name_or_path: str | os.PathLike = DEFAULT_CHECKPOINT, device
         config: overrides the checkpoint's ``config.json`` (required for a bare file of a
             non-default architecture).
         revision, cache_dir, local_files_only: passed to ``huggingface_hub`` for repo ids.
+        model_class: :class:`SegGptForImageSegmentation` (default) or :class:`SegGptModel` (bare
+            encoder; reads bare checkpoints and full ones, whose ``decoder.*`` keys it ignores).
 
     Returns:
-        :class:`SegGptForImageSegmentation` on ``device`` in ``dtype``, ``eval()`` mode.
+        ``model_class`` instance on ``device`` in ``dtype``, ``eval()`` mode.
 
     Raises:
-        CheckpointError: not found, offline without cache, unreadable/corrupt file, or keys that
-            are missing, unexpected or mis-shaped (all listed).
+        CheckpointError: not found, offline without cache, unreadable/corrupt file, a bare
+            checkpoint given for the full model, or keys that are missing, unexpected or mis-shaped
+            (all listed).
     """
+    model_class = model_class or SegGptForImageSegmentation
     file_config, state_dict, source = resolve_checkpoint(
         name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    state_dict = _fit_state_dict(state_dict, model_class, source)
     config = config or file_config or SegGptConfig()
     with torch.device("meta"):  # no allocation or random init: the checkpoint's tensors are assigned
-        model = SegGptForImageSegmentation(config)
+        model = model_class(config)
     _check_state_dict(model, state_dict, source)
     if dtype is not None:
         state_dict = {k: v.to(dtype) for k, v in state_dict.items()}
@@ -256,12 +291,14 @@ def from_pretrained(name_or_path: str | os.PathLike = DEFAULT_CHECKPOINT, device
     return model.eval()
 
 
-def save_pretrained(model: SegGptForImageSegmentation, save_directory: str | os.PathLike) -> Path:
+def save_pretrained(model: SegGptForImageSegmentation | SegGptModel, save_directory: str | os.PathLike) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (hub layout) into ``save_directory``.
 
     Files are written to temporary names and renamed, so an interrupted save leaves no file that
     looks complete. The result loads with :func:`from_pretrained` and with ``transformers``'
-    ``SegGptForImageSegmentation.from_pretrained``.
+    ``SegGptForImageSegmentation.from_pretrained`` (or, for a bare :class:`SegGptModel`, whose keys
+    have no ``model.`` prefix and whose ``architectures`` is ``["SegGptModel"]``, with
+    ``SegGptModel.from_pretrained`` of either package).
 
     Returns:
         The folder path.
@@ -271,9 +308,12 @@ def save_pretrained(model: SegGptForImageSegmentation, save_directory: str | os.
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    config = model.config.to_dict()
+    if isinstance(model, SegGptModel):
+        config["architectures"] = ["SegGptModel"]
     for name, write in ((WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"})),
                         (CONFIG_NAME, lambda p: Path(p).write_text(
-                            json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n"))):
+                            json.dumps(config, indent=2, sort_keys=True) + "\n"))):
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
         os.close(fd)
         try:
