@@ -22,7 +22,6 @@ file is written atomically.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -78,23 +77,9 @@ def load_config_file(path: str | os.PathLike | None) -> dict[str, Any]:
         UserError: unreadable file, not a JSON object, or unknown keys.
     """
     from vos.run import DEFAULTS as RUN_DEFAULTS
+    from vos.run import load_config_file as load_run_config
 
-    if path is None:
-        return {}
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except OSError as exc:
-        raise UserError(f"{p}: cannot read config file ({exc.strerror or exc})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{p}: config file is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{p}: config file must hold a JSON object")
-    data = {k.replace("-", "_"): v for k, v in data.items()}
-    known = set(DEFAULTS) | set(RUN_DEFAULTS)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise UserError(f"{p}: unknown config keys {unknown} (known: {sorted(known)})")
+    data = load_run_config(path, known=set(DEFAULTS) | set(RUN_DEFAULTS))
     return {k: v for k, v in data.items() if k in DEFAULTS}
 
 
@@ -105,12 +90,9 @@ def resolve_options(args) -> dict[str, Any]:
         UserError: ``context`` or ``num_labels`` that is not a positive integer (``num_labels`` at
             most 254).
     """
-    opts = dict(DEFAULTS)
-    opts.update(load_config_file(getattr(args, "config", None)))
-    for key in DEFAULTS:
-        value = getattr(args, key, None)
-        if value is not None and value is not False:
-            opts[key] = value
+    from vos.run import merge_options
+
+    opts = merge_options(args, DEFAULTS, load_config_file(getattr(args, "config", None)))
     if opts["context"] is not None and (not isinstance(opts["context"], int) or opts["context"] < 1):
         raise UserError(f"--context must be a positive integer, got {opts['context']!r}")
     n = opts["num_labels"]

@@ -54,14 +54,19 @@ class RunResult:
     manifest: dict = field(repr=False, default_factory=dict)
 
 
-def load_config_file(path: str | os.PathLike | None) -> dict[str, Any]:
+def load_config_file(path: str | os.PathLike | None, known=None) -> dict[str, Any]:
     """Read a ``--config`` JSON file of option defaults (keys as the long option names, ``-`` or ``_``).
+
+    Args:
+        path: the file, or None (no file: empty dict).
+        known: accepted keys (default: those of ``vos run``, :data:`DEFAULTS`).
 
     Raises:
         UserError: unreadable file, not a JSON object, or unknown keys.
     """
     if path is None:
         return {}
+    known = set(DEFAULTS if known is None else known)
     p = Path(path)
     try:
         data = json.loads(p.read_text())
@@ -72,20 +77,34 @@ def load_config_file(path: str | os.PathLike | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"{p}: config file must hold a JSON object")
     data = {k.replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(data) - set(DEFAULTS))
+    unknown = sorted(set(data) - known)
     if unknown:
-        raise UserError(f"{p}: unknown config keys {unknown} (known: {sorted(DEFAULTS)})")
+        raise UserError(f"{p}: unknown config keys {unknown} (known: {sorted(known)})")
     return data
 
 
-def resolve_options(args) -> dict[str, Any]:
-    """Merge defaults < ``--config`` file < command-line flags."""
-    opts = dict(DEFAULTS)
-    opts.update(load_config_file(getattr(args, "config", None)))
-    for key in DEFAULTS:
+def merge_options(args, defaults: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` < ``config`` (from :func:`load_config_file`) < flags given on the command line.
+
+    Only keys of ``defaults`` are taken from ``config`` and ``args``; a flag counts as given when it
+    is neither None nor False.
+    """
+    opts = dict(defaults)
+    opts.update({k: v for k, v in config.items() if k in defaults})
+    for key in defaults:
         value = getattr(args, key, None)
         if value is not None and value is not False:
             opts[key] = value
+    return opts
+
+
+def resolve_options(args) -> dict[str, Any]:
+    """``vos run`` options: defaults < ``--config`` file < command-line flags.
+
+    Raises:
+        UserError: bad config file, or a ``context`` that is not a positive integer.
+    """
+    opts = merge_options(args, DEFAULTS, load_config_file(getattr(args, "config", None)))
     if not isinstance(opts["context"], int) or opts["context"] < 1:
         raise UserError(f"--context must be a positive integer, got {opts['context']!r}")
     return opts
