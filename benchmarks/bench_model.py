@@ -83,55 +83,69 @@ def analytic_flops(cfg: SegGptConfig, n: int, shared_query: bool = True) -> floa
     return float(per_token * tokens + attention + embed + decoder)
 
 
-def matmul_rate(dtype: torch.dtype, size: int = 4096, repeat: int = 3) -> float:
+def matmul_rate(dtype: torch.dtype, size: int = 4096, repeat: int = 3, device: str = "cpu") -> float:
     """Measured dense matmul FLOP/s of this machine for ``dtype`` (``size``-square GEMM)."""
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     a @ b
     times = []
     for _ in range(repeat):
+        sync()
         t0 = time.perf_counter()
         a @ b
+        sync()
         times.append(time.perf_counter() - t0)
     return 2 * size ** 3 / min(times)
 
 
-def timed(fn, repeat: int, warmup: int = 1) -> tuple[float, object]:
-    """(median seconds over ``repeat`` runs after ``warmup``, last result)."""
+def timed(fn, repeat: int, warmup: int = 1, sync=None) -> tuple[float, object]:
+    """(median seconds over ``repeat`` runs after ``warmup``, last result); ``sync`` waits for the
+    device (CUDA) before each clock read."""
+    sync = sync or (lambda: None)
     with torch.inference_mode():
         for _ in range(warmup):
             out = fn()
         times = []
         for _ in range(repeat):
+            sync()
             t0 = time.perf_counter()
             out = fn()
+            sync()
             times.append(time.perf_counter() - t0)
     return statistics.median(times), out
 
 
-def worker(ckpt: Path, impl: str, dname: str, n: int, repeat: int, out: Path) -> None:
-    """One measurement in a fresh process, so that its peak RSS is its own.
+def worker(ckpt: Path, impl: str, dname: str, n: int, repeat: int, out: Path, device: str = "cpu") -> None:
+    """One measurement in a fresh process, so that its peak memory is its own.
 
-    Peak memory is ``VmHWM`` minus the RSS after loading the model and making the inputs: the
-    working memory of one forward (weights excluded).
+    Peak memory is ``VmHWM`` minus the RSS after loading the model and making the inputs (CPU), or
+    the CUDA allocator's peak minus its use after loading (GPU): the working memory of one forward
+    (weights excluded).
     """
     dtype = DTYPES[dname]
     if impl == "ours":
-        model = from_pretrained(ckpt, dtype=dtype)
+        model = from_pretrained(ckpt, dtype=dtype, device=device)
     else:
         from transformers import SegGptForImageSegmentation
 
-        model = SegGptForImageSegmentation.from_pretrained(ckpt).to(dtype).eval()
+        model = SegGptForImageSegmentation.from_pretrained(ckpt).to(device=device, dtype=dtype).eval()
     with torch.no_grad():  # page in memory-mapped weights so they do not count as working memory
         for t in model.state_dict().values():
             t.reshape(-1)[::512].sum()
     g = torch.Generator().manual_seed(1)
-    q = torch.randn(1, 3, 448, 448, generator=g).to(dtype)
-    pr = torch.randn(n, 3, 448, 448, generator=g).to(dtype)
-    mk = torch.randn(n, 3, 448, 448, generator=g).to(dtype)
+    q = torch.randn(1, 3, 448, 448, generator=g).to(device=device, dtype=dtype)
+    pr = torch.randn(n, 3, 448, 448, generator=g).to(device=device, dtype=dtype)
+    mk = torch.randn(n, 3, 448, 448, generator=g).to(device=device, dtype=dtype)
     gc.collect()
-    base = rss_mib()
-    reset_peak_rss()
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() / 2**20
+    else:
+        base = rss_mib()
+        reset_peak_rss()
     if impl == "ours":
         fn = lambda: model.segment(q, pr, mk)  # noqa: E731
     elif n == 1:
@@ -141,17 +155,19 @@ def worker(ckpt: Path, impl: str, dname: str, n: int, repeat: int, out: Path) ->
 
         qn = q.expand(n, -1, -1, -1)
         fn = lambda: painter_ensemble_reference(model, qn, pr, mk)[:1, :, 448:]  # noqa: E731
-    seconds, pred = timed(fn, repeat)
-    peak = peak_rss_mib() - base
-    torch.save({"seconds": seconds, "peak_mib": peak, "pred": pred.float()}, out)
+    seconds, pred = timed(fn, repeat, sync=torch.cuda.synchronize if cuda else None)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mib()) - base
+    torch.save({"seconds": seconds, "peak_mib": peak, "pred": pred.float().cpu()}, out)
 
 
-def measure(ckpt: Path, impl: str, dname: str, n: int, repeat: int, threads: int | None) -> dict:
+def measure(ckpt: Path, impl: str, dname: str, n: int, repeat: int, threads: int | None,
+            device: str = "cpu") -> dict:
     import subprocess
 
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "result.pt"
-        cmd = [sys.executable, __file__, "--worker", str(ckpt), impl, dname, str(n), str(repeat), str(out)]
+        cmd = [sys.executable, __file__, "--worker", str(ckpt), impl, dname, str(n), str(repeat), str(out),
+               "--device", device]
         if threads:
             cmd += ["--threads", str(threads)]
         subprocess.run(cmd, check=True)
@@ -168,13 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-reference", action="store_true", help="time only our model")
     ap.add_argument("--reference-dtypes", nargs="+", default=["float32"], choices=sorted(DTYPES))
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (GPU: bf16 peak reported too)")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the device's dense peak for the dtype in TFLOP/s (e.g. 990 for H100 bf16); "
+                         "default: the measured matmul rate")
     ap.add_argument("--worker", nargs=6, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
         ckpt, impl, dname, n, repeat, out = args.worker
-        worker(Path(ckpt), impl, dname, int(n), int(repeat), Path(out))
+        worker(Path(ckpt), impl, dname, int(n), int(repeat), Path(out), args.device)
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -205,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     print(f"load {load_s:.2f} s vs read {read_s:.2f} s ({weights.stat().st_size / 2**20:.0f} MiB)", flush=True)
 
-    rates = {name: matmul_rate(DTYPES[name]) for name in sorted(set(args.dtypes) | set(args.reference_dtypes))}
+    rates = {name: matmul_rate(DTYPES[name], device=args.device)
+             for name in sorted(set(args.dtypes) | set(args.reference_dtypes))}
+    if args.peak_tflops:
+        rates = {name: args.peak_tflops * 1e12 for name in rates}
     for name, rate in rates.items():
         print(f"matmul {name}: {rate / 1e9:.0f} GFLOP/s", flush=True)
 
@@ -214,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     fp32_pred: dict[int, torch.Tensor] = {}
     for dname in args.dtypes:
         for n in args.prompts:
-            ours = measure(tmp, "ours", dname, n, args.repeat, args.threads)
+            ours = measure(tmp, "ours", dname, n, args.repeat, args.threads, args.device)
             pred = ours["pred"]
             row = {"dtype": dname, "prompts": n, "ours_s": ours["seconds"], "ours_mem": ours["peak_mib"],
                    "ours_tflops": analytic_flops(cfg, n) / ours["seconds"] / 1e12,
@@ -226,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                 b = postprocess_masks(fp32_pred[n], palette)
                 row["label_agreement"] = float((a == b).float().mean())
             if not args.no_reference and dname in args.reference_dtypes:
-                ref = measure(tmp, "ref", dname, n, args.repeat, args.threads)
+                ref = measure(tmp, "ref", dname, n, args.repeat, args.threads, args.device)
                 row.update(ref_s=ref["seconds"], ref_mem=ref["peak_mib"], speedup=ref["seconds"] / ours["seconds"],
                            ref_tflops=analytic_flops(cfg, n, shared_query=False) / ref["seconds"] / 1e12)
                 if dname == "float32":
