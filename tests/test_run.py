@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,9 @@ def test_car_shadow_frame_folder(tiny_hf_dir, shared_data, tmp_path, capsys):
     manifest = _check_output(tmp_path / "car-shadow", ann / "00000.png", 40, (854, 480))
     assert manifest["settings"]["context"] == 2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "car-shadow").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
     # the mask video holds exactly the PNG label maps; the overlay has every frame
     with av.open(str(tmp_path / "m.mkv")) as c:
         labels = [f.to_ndarray(format="gray") for f in c.decode(video=0)]
@@ -284,3 +288,26 @@ def test_bad_output_device_dtype_and_checkpoint(tiny_hf_dir, shared_data, tmp_pa
     _expect_error(capsys, tmp_path, [small_video, "--first-mask", ann / "00000.png",
                                      "--checkpoint", tmp_path / "nope.safetensors"], "nope.safetensors")
     _expect_error(capsys, tmp_path, [*common, "--context", "0"], "--context")
+
+
+def test_config_file_defaults_and_flags(tmp_path):
+    """defaults < --config file < flags; vos batch keys are accepted only where they apply."""
+    from argparse import Namespace
+
+    from vos.batch import BATCH_DEFAULTS
+    from vos.errors import UserError
+    from vos.run import resolve_options
+
+    cfg = tmp_path / "vos.json"
+    cfg.write_text(json.dumps({"context": 3, "per-object": True, "num_actors": 4, "max_retries": 0}))
+    args = Namespace(config=str(cfg), context=None, per_object=False, checkpoint="ck", max_retries=None)
+    opts = resolve_options(args, BATCH_DEFAULTS)
+    assert opts["context"] == 3 and opts["per_object"] is True and opts["checkpoint"] == "ck"
+    assert opts["num_actors"] == 4 and opts["max_retries"] == 0 and opts["dtype"] == "auto"
+    args.context = 5
+    assert resolve_options(args, BATCH_DEFAULTS)["context"] == 5
+    with pytest.raises(UserError, match="unknown config keys \\['max_retries', 'num_actors'\\]"):
+        resolve_options(args)            # vos run does not take batch keys
+    cfg.write_text("[1, 2]")
+    with pytest.raises(UserError, match="JSON object"):
+        resolve_options(args)

@@ -56,6 +56,9 @@ __all__ = [
 BATCH_MANIFEST = "batch_manifest.jsonl"
 #: Retries of a video whose actor died (``--max-retries``).
 DEFAULT_MAX_RETRIES = 2
+#: ``vos batch`` options a ``--config`` file may set besides those of ``vos run``.
+BATCH_DEFAULTS: dict[str, Any] = {"num_actors": None, "gpus_per_actor": None, "cpus_per_actor": None,
+                                  "max_retries": DEFAULT_MAX_RETRIES}
 #: Hub id recorded in ``manifest.json`` when no checkpoint is given (as ``vos run`` does).
 _DEFAULT_CHECKPOINT_LABEL = "BAAI/seggpt-vit-large"
 _DEVICES = ("auto", "cpu", "cuda")
@@ -829,16 +832,15 @@ def main(args) -> int:
     """
     from vos.run import resolve_options
 
-    opts = resolve_options(args)
+    opts = resolve_options(args, BATCH_DEFAULTS)
     jobs, kind = discover_jobs(args.source)
     if getattr(args, "eval", False) and kind != "davis":
         raise UserError("--eval needs SOURCE to be a DAVIS root (ground truth in Annotations/480p)")
     options = BatchOptions(
         output=opts["output"], checkpoint=opts["checkpoint"], device=opts["device"],
         dtype=opts["dtype"], context=opts["context"], per_object=bool(opts["per_object"]),
-        num_actors=args.num_actors, gpus_per_actor=args.gpus_per_actor,
-        cpus_per_actor=args.cpus_per_actor,
-        max_retries=DEFAULT_MAX_RETRIES if args.max_retries is None else args.max_retries,
+        num_actors=opts["num_actors"], gpus_per_actor=opts["gpus_per_actor"],
+        cpus_per_actor=opts["cpus_per_actor"], max_retries=opts["max_retries"],
         resume=bool(args.resume), quiet=bool(opts["quiet"]))
     _check_options(options)
     with ray_session(args.address):

@@ -98,13 +98,19 @@ def merge_options(args, defaults: dict[str, Any], config: dict[str, Any]) -> dic
     return opts
 
 
-def resolve_options(args) -> dict[str, Any]:
+def resolve_options(args, extra_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """``vos run`` options: defaults < ``--config`` file < command-line flags.
+
+    Args:
+        args: parsed command line.
+        extra_defaults: further options of another command (``vos batch``) accepted in the
+            config file and merged the same way.
 
     Raises:
         UserError: bad config file, or a ``context`` that is not a positive integer.
     """
-    opts = merge_options(args, DEFAULTS, load_config_file(getattr(args, "config", None)))
+    defaults = {**DEFAULTS, **(extra_defaults or {})}
+    opts = merge_options(args, defaults, load_config_file(getattr(args, "config", None), known=defaults))
     if not isinstance(opts["context"], int) or opts["context"] < 1:
         raise UserError(f"--context must be a positive integer, got {opts['context']!r}")
     return opts
@@ -121,7 +127,14 @@ def _make_temp_dir(root: Path, name: str) -> Path:
 
 
 def _publish(tmp: Path, final: Path) -> None:
-    """Rename the finished temporary folder to ``final``, replacing an older result."""
+    """Rename the finished temporary folder to ``final``, replacing an older result.
+
+    ``mkdtemp`` made the folder 0700; it gets the permissions a plain ``mkdir`` would (umask), so
+    results on a shared file system are readable as usual.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
