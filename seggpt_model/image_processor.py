@@ -664,13 +664,9 @@ def _collect(arrays: list[np.ndarray], kind: str | None, key: str):
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a readable image processor config ({exc})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: an image processor config must hold a JSON object")
-    return data
+    from .weights import read_json_object
+
+    return read_json_object(path, "image processor config")
 
 
 def _download_config(repo_id: str, revision: str | None, cache_dir: str | None,

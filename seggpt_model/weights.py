@@ -158,13 +158,23 @@ def _fit_state_dict(state_dict: dict[str, torch.Tensor], model_class: type, sour
     return state_dict
 
 
-def _read_config(path: Path) -> SegGptConfig:
+def read_json_object(path: Path, what: str) -> dict:
+    """A JSON file holding an object (``what`` names it in errors).
+
+    Raises:
+        CheckpointError: unreadable file, invalid JSON, or not an object.
+    """
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a readable config.json ({exc})") from None
+        raise CheckpointError(f"{path}: not a readable {what} ({exc})") from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: config.json must hold a JSON object")
+        raise CheckpointError(f"{path}: {what} must hold a JSON object")
+    return data
+
+
+def _read_config(path: Path) -> SegGptConfig:
+    data = read_json_object(path, "config.json")
     try:
         return SegGptConfig.from_dict(data, source=str(path))
     except (TypeError, ValueError) as exc:
