@@ -208,9 +208,15 @@ def _read_painter(path: Path) -> dict[str, torch.Tensor]:
 
 def _download(repo_id: str, revision: str | None, cache_dir: str | None,
               local_files_only: bool) -> tuple[Path, Path]:
+    import logging
+
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
+    # huggingface_hub logs every network retry as a warning; the outcome is reported below as one line
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
     try:
         config_path = hf_hub_download(repo_id, CONFIG_NAME, revision=revision, cache_dir=cache_dir,
                                       local_files_only=local_files_only)
@@ -225,6 +231,8 @@ def _download(repo_id: str, revision: str | None, cache_dir: str | None,
                               f"hub: {str(exc).splitlines()[0]}") from exc
     except ValueError as exc:  # invalid repo id
         raise CheckpointError(f"'{repo_id}' is neither an existing path nor a valid hub repo id") from exc
+    finally:
+        hub_logger.setLevel(level)
     return Path(config_path), Path(weights_path)
 
 

@@ -208,6 +208,9 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike, *, output
             if stage is None:
                 from pipelines.model_stage import load_stage
 
+                if not quiet:
+                    print(f"loading SegGPT checkpoint {checkpoint or 'BAAI/seggpt-vit-large'}",
+                          file=sys.stderr, flush=True)
                 stage = load_stage(checkpoint, device, dtype)
             load_s = time.perf_counter() - t_load
 
