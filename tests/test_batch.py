@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests._media import encode_mp4
 from tests.conftest import REPO, SHARED_DATA
 from vos.batch import (BATCH_MANIFEST, BatchOptions, discover_jobs, read_batch_manifest,
                        read_job_manifest, run_batch)
@@ -73,23 +74,6 @@ def _add_sequence(root: Path, name: str, n: int, seed: int) -> None:
         _save_label(root / "Annotations" / "480p" / name / f"{i:05d}.png", lab)
 
 
-def _encode_mp4(frames_dir: Path, path: Path) -> Path:
-    import av
-
-    files = sorted(frames_dir.glob("*.jpg"))
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=24)
-        stream.width, stream.height = Image.open(files[0]).size
-        stream.pix_fmt = "yuv420p"
-        for f in files:
-            frame = av.VideoFrame.from_ndarray(np.array(Image.open(f).convert("RGB")), format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
-
-
 def _davis_root(root: Path, seqs: dict[str, tuple[int, int]], car: bool = False) -> Path:
     for name, (n, seed) in seqs.items():
         _add_sequence(root, name, n, seed)
@@ -110,8 +94,8 @@ def data(tmp_path_factory, shared_data):
     small = _davis_root(base / "small", {"s1": (10, 3), "s2": (4, 4), "s3": (4, 5)})
     clips = base / "clips"
     clips.mkdir()
-    _encode_mp4(davis / "JPEGImages" / "480p" / "gen-a", clips / "clip-a.mp4")
-    _encode_mp4(davis / "JPEGImages" / "480p" / "gen-b", clips / "clip-b.mp4")
+    encode_mp4(davis / "JPEGImages" / "480p" / "gen-a", clips / "clip-a.mp4")
+    encode_mp4(davis / "JPEGImages" / "480p" / "gen-b", clips / "clip-b.mp4")
     return {"davis": davis, "small": small, "clips": clips, "base": base}
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests._media import encode_mp4
 from vos.cli import main as vos_main
 from vos.davis import davis_palette
 from vos.session import PromptMemory
@@ -21,23 +22,6 @@ from vos.session import PromptMemory
 def _davis(shared_data: Path, seq: str, root: str = "davis_sample"):
     base = shared_data / root
     return base / "JPEGImages" / "480p" / seq, base / "Annotations" / "480p" / seq
-
-
-def _encode_mp4(frames_dir: Path, path: Path, limit: int | None = None, fps: int = 24) -> Path:
-    files = sorted(frames_dir.glob("*.jpg"))[:limit]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        first = Image.open(files[0])
-        stream.width, stream.height = first.size
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18"}
-        for f in files:
-            frame = av.VideoFrame.from_ndarray(np.array(Image.open(f).convert("RGB")), format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
 
 
 def _run(*argv: str) -> int:
@@ -111,7 +95,7 @@ def test_car_shadow_frame_folder(tiny_hf_dir, shared_data, tmp_path, capsys):
 
 def test_car_shadow_mp4(tiny_hf_dir, shared_data, tmp_path):
     frames, ann = _davis(shared_data, "car-shadow")
-    video = _encode_mp4(frames, tmp_path / "car.mp4")
+    video = encode_mp4(frames, tmp_path / "car.mp4")
     rc = _run(video, "--first-mask", ann / "00000.png", "--checkpoint", tiny_hf_dir,
               "--output", tmp_path / "res", "--context", "2", "--quiet")
     assert rc == 0
@@ -184,7 +168,7 @@ def test_help_works_without_heavy_imports():
 @pytest.fixture(scope="module")
 def small_video(tmp_path_factory, shared_data):
     frames, _ = _davis(shared_data, "car-shadow")
-    return _encode_mp4(frames, tmp_path_factory.mktemp("vid") / "clip.mp4", limit=4)
+    return encode_mp4(frames, tmp_path_factory.mktemp("vid") / "clip.mp4", limit=4)
 
 
 def _expect_error(capsys, tmp_path, argv, needle):

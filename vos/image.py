@@ -243,9 +243,9 @@ def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
     from tqdm import tqdm
 
     from pipelines.errors import OutputError
-    from pipelines.model_stage import resolve_device, resolve_dtype
     from pipelines.writers import overlay_masks
     from vos.davis import davis_palette, read_first_mask, write_label_png
+    from vos.run import check_device_dtype
 
     queries = [Path(q) for q in queries]
     prompt_images = [Path(p) for p in prompt_images]
@@ -263,10 +263,7 @@ def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
                       UserWarning, stacklevel=2)
         prompt_images, prompt_masks = prompt_images[:context], prompt_masks[:context]
     if stage is None:  # check device and dtype before touching inputs or weights
-        try:
-            resolve_dtype(dtype, resolve_device(device))
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+        check_device_dtype(device, dtype)
 
     stems: dict[str, Path] = {}
     for q in queries:

@@ -116,6 +116,20 @@ def resolve_options(args, extra_defaults: dict[str, Any] | None = None) -> dict[
     return opts
 
 
+def check_device_dtype(device: str | None, dtype: str | None) -> None:
+    """Resolve ``--device`` and ``--dtype`` (see :mod:`pipelines.model_stage`) without loading anything.
+
+    Raises:
+        UserError: unknown device or dtype, or a CUDA device that is not available.
+    """
+    from pipelines.model_stage import resolve_device, resolve_dtype
+
+    try:
+        resolve_dtype(dtype, resolve_device(device))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 def _make_temp_dir(root: Path, name: str) -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -173,7 +187,6 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike, *, output
     """
     from tqdm import tqdm
 
-    from pipelines.model_stage import resolve_device, resolve_dtype
     from pipelines.runner import PipelineStats, run_pipeline
     from pipelines.sources import open_source
     from pipelines.writers import MaskVideoWriter, OverlayVideoWriter, PalettePngWriter
@@ -181,11 +194,7 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike, *, output
     from vos.session import VideoSession
 
     if stage is None:  # check device and dtype before touching inputs or weights
-        try:
-            dev = resolve_device(device)
-            resolve_dtype(dtype, dev)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+        check_device_dtype(device, dtype)
     t_start = time.perf_counter()
     source = open_source(video, allow_partial=allow_partial)
     try:
