@@ -254,8 +254,9 @@ class SegGptEncoder(nn.Module):
 
         Returns:
             ``(prompt_tokens, query_tokens, features, hidden_states, attentions)`` where ``features``
-            lists the LayerNorm'd ``(prompt, query)`` token pairs of the intermediate layers
-            (``(B, Lp, D)`` and ``(B or 1, Lq, D)``).
+            lists the ``(prompt, query)`` token pairs of the intermediate layers (``(B, Lp, D)`` and
+            ``(B or 1, Lq, D)``) before ``layernorm``, which the consumer applies to the tokens it
+            uses (it acts per token).
         """
         merge_index = self.config.merge_index
         indices = set(self.config.intermediate_hidden_state_indices)
@@ -276,8 +277,8 @@ class SegGptEncoder(nn.Module):
                 half_p, half_q = prompt_tokens.shape[0] // 2, query_tokens.shape[0] // 2
                 prompt_tokens = (prompt_tokens[:half_p] + prompt_tokens[half_p:]) * 0.5
                 query_tokens = (query_tokens[:half_q] + query_tokens[half_q:]) * 0.5
-            if i in indices:
-                features.append((self.layernorm(prompt_tokens), self.layernorm(query_tokens)))
+            if i in indices:  # normalised by the consumer, on the tokens it needs
+                features.append((prompt_tokens, query_tokens))
         if output_hidden_states:
             hidden_states.append((prompt_tokens, query_tokens))
         return prompt_tokens, query_tokens, features, hidden_states, attentions
@@ -325,9 +326,8 @@ class SegGptDecoderHead(nn.Module):
 def _canvas(tokens_p: torch.Tensor, tokens_q: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """Reassemble ``(S, Lp, D)`` + ``(Sq, Lq, D)`` halves into ``(S, Hg, Wg, D)`` canvases."""
     s = tokens_p.shape[0]
-    if tokens_q.shape[0] != s:
-        tokens_q = tokens_q.expand(s, -1, -1) if tokens_q.shape[0] == 1 else \
-            tokens_q.repeat_interleave(s // tokens_q.shape[0], dim=0)
+    if tokens_q.shape[0] != s:  # a shared query half serves each group of s // Sq canvases
+        tokens_q = tokens_q.repeat_interleave(s // tokens_q.shape[0], dim=0)
     return torch.cat([tokens_p, tokens_q], dim=1).reshape(s, grid[0], grid[1], -1)
 
 
@@ -463,7 +463,8 @@ class SegGptModel(nn.Module):
             last_hidden_state=_canvas(p, q, grid),
             hidden_states=tuple(_canvas(a, b, grid) for a, b in hidden) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
-            intermediate_hidden_states=tuple(_canvas(a, b, grid) for a, b in features),
+            intermediate_hidden_states=tuple(_canvas(self.encoder.layernorm(a), self.encoder.layernorm(b), grid)
+                                             for a, b in features),
         )
         if return_dict is False:
             return tuple(v for v in (out.last_hidden_state, out.hidden_states, out.attentions,
@@ -539,18 +540,21 @@ class SegGptForImageSegmentation(nn.Module):
     def _decode(self, features: list[tuple[torch.Tensor, torch.Tensor]], canvases: int | None,
                 query_only: bool) -> torch.Tensor:
         grid = self.config.grid_size
-        feats_p = torch.cat([f[0] for f in features], dim=-1)                 # (B, Lp, 4D)
-        feats_q = torch.cat([f[1] for f in features], dim=-1)                 # (B|1, Lq, 4D)
-        if canvases is not None:
-            feats_p, feats_q = feats_p[:canvases], feats_q[:canvases]
+        wg = grid[1]
+        norm = self.model.encoder.layernorm
+        parts_p = [p[:canvases] for p, _ in features]                       # (B', Lp, D) each
+        parts_q = [q[:canvases] for _, q in features]                       # (B'|1, Lq, D) each
+        if query_only:  # the decoder needs only the last prompt patch row (see below)
+            parts_p = [p[:, -wg:] for p in parts_p]
+        feats_p = norm(torch.cat(parts_p, dim=-1).unflatten(-1, (len(parts_p), -1))).flatten(-2)
+        feats_q = norm(torch.cat(parts_q, dim=-1).unflatten(-1, (len(parts_q), -1))).flatten(-2)
         if not query_only:
             return self.decoder(_canvas(feats_p, feats_q, grid))
         # The 3x3 conv of the first query pixel row reads the last prompt pixel row: decode the last
         # prompt patch row with the query half, then drop its p pixel rows.
-        wg = grid[1]
         if feats_q.shape[0] != feats_p.shape[0]:
             feats_q = feats_q.expand(feats_p.shape[0], -1, -1)
-        rows = torch.cat([feats_p[:, -wg:], feats_q], dim=1)                  # (B, Lq + Wg, 4D)
+        rows = torch.cat([feats_p, feats_q], dim=1)                           # (B, Wg + Lq, 4D)
         rows = rows.reshape(rows.shape[0], grid[0] // 2 + 1, wg, -1)
         return self.decoder(rows)[:, :, self.config.patch_size:]
 
