@@ -83,6 +83,7 @@ __all__ = [
     "FrameSource",
     "PartialVideoWarning",
     "VideoFileSource",
+    "load_image",
     "natural_sort_key",
     "open_source",
 ]
@@ -563,6 +564,32 @@ class VideoFileSource(FrameSource):
 # --------------------------------------------------------------------------- frame folders
 
 
+def load_image(file: str | os.PathLike) -> np.ndarray:
+    """Decode one image file as ``(H, W, 3)`` uint8 RGB, C-contiguous.
+
+    Decoded by content (a ``.jpg`` that is really a PNG works), turned upright from its EXIF
+    orientation, 16-bit gray scaled (not clipped) to 8 bits, other modes converted to RGB.
+
+    Raises:
+        OSError / PIL.UnidentifiedImageError: the file cannot be read as an image (callers wrap it).
+        VideoDecodeError: an unexpected decoded layout.
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(file) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit gray: scale, don't clip
+            gray = np.asarray(im, dtype=np.float32) / 257.0
+            arr = np.repeat(np.clip(np.rint(gray), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+            return np.ascontiguousarray(arr)
+        if im.mode != "RGB":
+            im = im.convert("RGB")
+        arr = np.array(im, dtype=np.uint8, order="C")
+    if arr.ndim != 3 or arr.shape[2] != 3:  # pragma: no cover - defensive
+        raise VideoDecodeError(f"{file}: unexpected image layout {arr.shape}")
+    return arr
+
+
 class FrameFolderSource(FrameSource):
     """Frames of a folder of ``.jpg``/``.jpeg``/``.png`` images, decoded lazily with Pillow.
 
@@ -601,30 +628,13 @@ class FrameFolderSource(FrameSource):
         self.files = [self.path / n for n in sorted(names, key=natural_sort_key)]
         self.num_frames = len(self.files)
         try:
-            first = self._load(self.files[0])
+            first = load_image(self.files[0])
         except VideoDecodeError:
             raise
         except Exception as exc:
             raise VideoDecodeError(f"{self.files[0]}: cannot read the image ({_one_line(exc)})") from None
         self.height, self.width = first.shape[:2]
         self._first: np.ndarray | None = first
-
-    @staticmethod
-    def _load(file: Path) -> np.ndarray:
-        from PIL import Image, ImageOps
-
-        with Image.open(file) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit gray: scale, don't clip
-                gray = np.asarray(im, dtype=np.float32) / 257.0
-                arr = np.repeat(np.clip(np.rint(gray), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-                return np.ascontiguousarray(arr)
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            arr = np.array(im, dtype=np.uint8, order="C")
-        if arr.ndim != 3 or arr.shape[2] != 3:  # pragma: no cover - defensive
-            raise VideoDecodeError(f"{file}: unexpected image layout {arr.shape}")
-        return arr
 
     def __iter__(self) -> Iterator[Frame]:
         first, self._first = self._first, None
@@ -634,7 +644,7 @@ class FrameFolderSource(FrameSource):
                 first = None
             else:
                 try:
-                    rgb = self._load(file)
+                    rgb = load_image(file)
                 except Exception as exc:
                     reason = f"cannot read {file.name}: {_one_line(exc)}"
                     if self.allow_partial:

@@ -108,7 +108,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     Raises:
         UserError: missing file, a directory, or not an image Pillow can decode.
     """
-    from pipelines.sources import FrameFolderSource
+    from pipelines.sources import load_image
 
     p = Path(path)
     if not p.exists():
@@ -116,7 +116,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if p.is_dir():
         raise UserError(f"{p}: is a directory, not an image")
     try:
-        return FrameFolderSource._load(p)
+        return load_image(p)
     except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, ...)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{p}: cannot read the image ({reason})") from None
