@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import SHARED_DATA
 from vos.davis import (
     MaskWarning,
     davis_palette,
@@ -20,7 +21,7 @@ from vos.davis import (
 )
 from vos.errors import MaskError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 FFO = DATA / "prompts" / "first_frame_only" / "Annotations" / "480p"
 SEGGPT = DATA / "prompts" / "seggpt_examples"
 CAR = DATA / "davis_sample" / "Annotations" / "480p" / "car-shadow"

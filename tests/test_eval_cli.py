@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage as ndi
 
+from tests.conftest import SHARED_DATA
 from vos import cli
 from vos.errors import EvalError
 from vos.evaluate import EvalWarning, evaluate_davis
@@ -28,7 +29,7 @@ from vos.evaluate import EvalWarning, evaluate_davis
 vb_bench = pytest.importorskip("vos_benchmark.benchmark")
 vb_evaluator = pytest.importorskip("vos_benchmark.evaluator")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 DAVIS = DATA / "davis_sample"
 CAR_GT = DAVIS / "Annotations" / "480p" / "car-shadow"
 

@@ -27,8 +27,9 @@ from pipelines.sources import (
     natural_sort_key,
     open_source,
 )
+from tests.conftest import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 DAVIS_FRAMES = DATA / "davis_sample" / "JPEGImages" / "480p" / "car-shadow"
 
 FORMATS = {  # extension -> codec
