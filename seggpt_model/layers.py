@@ -4,9 +4,14 @@ The attention is ViTDet/SAM-style global attention with the decomposed relative 
 MViTv2 (Li et al. 2022), as in ``baaivision/Painter`` ``SegGPT_inference/models_seggpt.py``
 (``Attention``, ``util/vitdet_utils.add_decomposed_rel_pos``). Two implementations compute it:
 
-* ``"sdpa"`` (default): the bias is folded into augmented queries and keys so that
-  ``torch.nn.functional.scaled_dot_product_attention`` runs without an attention mask and no
-  ``(B, heads, N, N)`` tensor is ever materialised (see :meth:`SegGptAttention._attend_fused`).
+* ``"sdpa"`` (default): the bias is folded into augmented queries and keys so that a fused
+  attention kernel runs without an attention mask and no ``(B, heads, N, N)`` tensor is ever
+  materialised. For inference on CPU the keys are split into the prompt half and the query half
+  and the partial results are merged by their log-sum-exp
+  (:meth:`SegGptAttention._attend_split`): each half needs only its own rows' one-hots, and a query
+  half shared by several canvases attends to its own keys once. Elsewhere (autograd, other
+  devices) one call of ``torch.nn.functional.scaled_dot_product_attention`` covers the whole
+  canvas (:meth:`SegGptAttention._attend_fused`).
 * ``"eager"``: the reference formula, softmax of ``q k^T * scale + bias`` computed explicitly; kept
   for tests and for returning attention probabilities.
 
@@ -46,6 +51,17 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor
     k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)
     relative_coords = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
     return rel_pos[relative_coords.long()]
+
+
+def resized_rel_pos(rel_pos: torch.Tensor, size: int) -> torch.Tensor:
+    """The ``(2 * size - 1, C)`` table of relative distances ``-(size-1) .. size-1`` (row
+    ``d + size - 1`` for distance ``d``), linearly resized as :func:`get_rel_pos` does when the
+    learned table has another length."""
+    length = 2 * size - 1
+    if rel_pos.shape[0] == length:
+        return rel_pos
+    resized = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=length, mode="linear")
+    return resized.reshape(-1, length).permute(1, 0)
 
 
 def rel_pos_terms(query: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor,
@@ -181,9 +197,177 @@ class SegGptAttention(nn.Module):
         buf[2, ..., c:] = 0
         return F.scaled_dot_product_attention(buf[0], buf[1], buf[2], scale=1.0)[..., :c]
 
+    def _can_split(self, prompt_tokens: torch.Tensor, query_tokens: torch.Tensor,
+                   output_attentions: bool) -> bool:
+        """Whether :meth:`_attend_split` applies: inference on CPU (its kernel returns the
+        log-sum-exp there), relative position on, two halves of ``Hg / 2`` rows."""
+        hg, wg = self.grid
+        half = hg // 2 * wg
+        return (self.use_rel_pos and self.attn_implementation == "sdpa" and not output_attentions
+                and not torch.is_grad_enabled() and prompt_tokens.device.type == "cpu"
+                and hg % 2 == 0 and prompt_tokens.shape[1] == half and query_tokens.shape[1] == half)
+
+    def _split_layout(self) -> tuple[int, int, int, int]:
+        """``(hh, pad, width, wq)``: rows per half, zero padding, augmented head width (a multiple
+        of 8) and the width of the query buffers of :meth:`_attend_split`."""
+        hg, wg = self.grid
+        hh = hg // 2
+        exact = self.head_dim + hh + wg
+        width = -(-exact // 8) * 8
+        pad = width - exact
+        return hh, pad, width, width + hh + pad
+
+    def _split_buffers(self, workspace: dict | None, s: int, sq: int, half: int, dtype: torch.dtype,
+                       device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The augmented buffers of :meth:`_attend_split` with their constant columns (one-hots,
+        zeros) filled: ``qp (S, h, Lp, Wq)``, ``qq (Sq, h, Lq, Wq)``, ``kp, vp (S, h, Lp, W)``,
+        ``kq, vq (Sq, h, Lq, W)``. Kept in ``workspace`` so that the layers of one forward reuse
+        them (their pages stay mapped) and only rewrite the columns that change."""
+        key = ("split_attention", s, sq, half, dtype, device)
+        if workspace is not None and key in workspace:
+            return workspace[key]
+        h, c = self.num_heads, self.head_dim
+        wg = self.grid[1]
+        hh, pad, width, wq = self._split_layout()
+        qp = torch.zeros(s, h, half, wq, dtype=dtype, device=device)   # [th_lo | 0 | q | tw | th_hi | 0]
+        qq = torch.zeros(sq, h, half, wq, dtype=dtype, device=device)
+        kp = torch.zeros(s, h, half, width, dtype=dtype, device=device)  # [onehot row | 0 | k | onehot col]
+        kq = torch.zeros(sq, h, half, width, dtype=dtype, device=device)  # [k | onehot col | onehot row | 0]
+        vp = torch.zeros(s, h, half, width, dtype=dtype, device=device)  # [v | 0]
+        vq = torch.zeros(sq, h, half, width, dtype=dtype, device=device)
+        onehots = key_position_onehots((hh, wg), dtype, device)          # (Lp, hh + wg)
+        kp[..., :hh] = onehots[:, :hh]
+        kp[..., hh + pad + c:] = onehots[:, hh:]
+        kq[..., c:c + wg] = onehots[:, hh:]
+        kq[..., c + wg:c + wg + hh] = onehots[:, :hh]
+        buffers = (qp, qq, kp, kq, vp, vq)
+        if workspace is not None:
+            workspace[key] = buffers
+        return buffers
+
+    def _reversed_rel_tables(self, dtype: torch.dtype) -> torch.Tensor:
+        """``(2Hg - 1 + 2Wg - 1, C)``: the height then the width table of relative distances in
+        reversed order (row ``j`` of the height part is distance ``Hg - 1 - j``), divided by the
+        attention scale: the kernel multiplies every augmented product by the scale, so the
+        position terms enter divided by it."""
+        hg, wg = self.grid
+        table_h = resized_rel_pos(self.rel_pos_h, hg).flip(0)
+        table_w = resized_rel_pos(self.rel_pos_w, wg).flip(0)
+        return (torch.cat([table_h, table_w]) / self.scale).to(dtype)
+
+    def _write_rel_pos(self, buf: torch.Tensor, first_row: int, tables: torch.Tensor,
+                       workspace: dict | None) -> None:
+        """Fill the ``th / scale`` and ``tw / scale`` columns of a query buffer from its query columns.
+
+        One GEMM ``g = q @ tables^T`` gives ``q . R[d]`` for every relative distance ``d``; the
+        ``(Hg)`` height terms of query row ``r`` are ``g[:, Hg - 1 - r + k]`` for key rows ``k``,
+        a strided window of ``g``, so they are read as ``as_strided`` views and copied straight
+        into the buffer (the width terms likewise).
+        """
+        b, h, n, _ = buf.shape
+        hg, wg = self.grid
+        hh, pad, width, wq = self._split_layout()
+        c = self.head_dim
+        nt = tables.shape[0]
+        key = ("rel_pos", b * h * n, nt, buf.dtype, buf.device)
+        g = workspace.get(key) if workspace is not None else None
+        if g is None:
+            g = buf.new_empty(b * h * n, nt)
+            if workspace is not None:
+                workspace[key] = g
+        q0 = hh + pad
+        torch.mm(buf[..., q0:q0 + c].reshape(b * h * n, c), tables.t(), out=g)
+        base = g.storage_offset()
+        th = g.as_strided((b, h, hh, wg, hg), (h * n * nt, n * nt, wg * nt - 1, nt, 1),
+                          base + hg - 1 - first_row)
+        tw = g.as_strided((b, h, hh, wg, wg), (h * n * nt, n * nt, wg * nt, nt - 1, 1),
+                          base + 2 * hg - 1 + wg - 1)
+        grid = buf.unflatten(2, (hh, wg))                                     # (B, h, hh, Wg, Wq)
+        grid[..., :hh].copy_(th[..., :hh])
+        grid[..., q0 + c:q0 + c + wg].copy_(tw)
+        grid[..., q0 + c + wg:q0 + c + wg + hh].copy_(th[..., hh:])
+
+    def _fill_qkv(self, tokens: torch.Tensor, qbuf: torch.Tensor, kbuf: torch.Tensor, vbuf: torch.Tensor,
+                  k_col: int) -> None:
+        """Project ``tokens (B, L, D)`` and copy ``q``, ``k`` and ``v`` into their buffer columns."""
+        b, n, _ = tokens.shape
+        h, c = self.num_heads, self.head_dim
+        hh, pad, _, _ = self._split_layout()
+        q0 = hh + pad
+        parts = self.qkv(tokens).view(b, n, 3, h, c).permute(2, 0, 3, 1, 4)     # (3, B, h, L, C)
+        qbuf[..., q0:q0 + c].copy_(parts[0])
+        kbuf[..., k_col:k_col + c].copy_(parts[1])
+        vbuf[..., :c].copy_(parts[2])
+
+    def _attend_split(self, prompt_tokens: torch.Tensor, query_tokens: torch.Tensor,
+                      ensemble_groups: int | None, workspace: dict | None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention as two partial attentions, over the prompt-half keys and over the query-half
+        keys, merged by their log-sum-exp (inference on CPU).
+
+        The kernel computes ``softmax(scale * q' . k')`` with ``q' = [th / scale | q | tw / scale]``
+        and one-hot columns in ``k'``, which is the biased softmax of the reference. Each partial
+        attention needs the relative-position one-hots of its own ``Hg / 2`` key rows only, so the augmented head width is ``C + Hg/2 + Wg`` (120 for ViT-L) instead of
+        ``C + Hg + Wg`` (148, padded to 152) of :meth:`_attend_fused`. Query buffers hold
+        ``[th_lo | q | tw | th_hi]``: the first ``width`` columns pair with prompt keys
+        ``[onehot(row) | k | onehot(col)]``, the last ``width`` with query keys
+        ``[k | onehot(col) | onehot(row - Hg/2)]``; no column is copied twice. With shared query
+        halves (``Sq < S``), the query rows attend to their own keys once per query half instead of
+        once per canvas, and key/value blocks shared between canvases are broadcast, not copied.
+        With ``o_a, o_b`` the normalised partial outputs and ``l_a, l_b`` their log-sum-exps, the
+        full softmax output is ``lerp(o_b, o_a, sigmoid(l_a - l_b))``.
+
+        Args:
+            prompt_tokens: ``(S, Lp, D)`` normalised prompt-half tokens.
+            query_tokens: ``(Sq, Lq, D)`` normalised query-half tokens, ``S % Sq == 0``.
+            ensemble_groups: as in :meth:`forward`.
+            workspace: a dict shared by the layers of one forward (buffers are reused), or None.
+
+        Returns:
+            ``(S, Lp, h, C)`` and ``(G or S, Lq, h, C)`` attention outputs before ``proj``.
+        """
+        s, lp, _ = prompt_tokens.shape
+        sq, lq, _ = query_tokens.shape
+        r = s // sq
+        h, c = self.num_heads, self.head_dim
+        dtype, device = prompt_tokens.dtype, prompt_tokens.device
+        hh, pad, width, _ = self._split_layout()
+        a_cols = slice(0, width)                 # [th_lo | 0 | q | tw]: against prompt keys
+        b_cols = slice(hh + pad, hh + pad + width)  # [q | tw | th_hi | 0]: against query keys
+        qp, qq, kp, kq, vp, vq = self._split_buffers(workspace, s, sq, lp, dtype, device)
+        self._fill_qkv(prompt_tokens, qp, kp, vp, hh + pad)
+        self._fill_qkv(query_tokens, qq, kq, vq, 0)
+        tables = self._reversed_rel_tables(dtype)
+        self._write_rel_pos(qp, 0, tables, workspace)
+        self._write_rel_pos(qq, hh, tables, workspace)
+
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        o_pp, l_pp = flash(qp[..., a_cols], kp, vp, 0.0, False, attn_mask=None, scale=self.scale)   # prompt rows, prompt keys
+        o_qq, l_qq = flash(qq[..., b_cols], kq, vq, 0.0, False, attn_mask=None, scale=self.scale)   # query rows, query keys
+        out_p = torch.empty(s, lp, h, c, dtype=dtype, device=device)
+        merged_q = torch.empty(s, h, lq, c, dtype=dtype, device=device)
+        groups = [(slice(t * r, (t + 1) * r), slice(t, t + 1)) for t in range(sq)] if r > 1 else [(slice(None),) * 2]
+        for cs, qs in groups:
+            n = s if r == 1 else r
+            # query rows against prompt keys, prompt rows against query keys
+            o_qp, l_qp = flash(qq[qs, ..., a_cols].expand(n, -1, -1, -1), kp[cs], vp[cs], 0.0, False,
+                               attn_mask=None, scale=self.scale)
+            o_pq, l_pq = flash(qp[cs, ..., b_cols], kq[qs].expand(n, -1, -1, -1), vq[qs].expand(n, -1, -1, -1),
+                               0.0, False, attn_mask=None, scale=self.scale)
+            weight = torch.sigmoid(l_pp[cs] - l_pq).to(dtype).unsqueeze(-1)
+            torch.lerp(o_pq[..., :c], o_pp[cs, ..., :c], weight, out=out_p[cs].transpose(1, 2))
+            weight = torch.sigmoid(l_qp - l_qq[qs]).to(dtype).unsqueeze(-1)
+            torch.lerp(o_qq[qs, ..., :c].expand(n, -1, -1, -1), o_qp[..., :c], weight, out=merged_q[cs])
+        if ensemble_groups is None:
+            return out_p, merged_q.transpose(1, 2)
+        g = ensemble_groups
+        out_q = torch.empty(g, lq, h, c, dtype=dtype, device=device)
+        torch.mean(merged_q.view(g, s // g, h, lq, c), dim=1, out=out_q.transpose(1, 2))
+        return out_p, out_q
+
     def forward(self, prompt_tokens: torch.Tensor, query_tokens: torch.Tensor,
-                ensemble_groups: int | None = None, output_attentions: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                ensemble_groups: int | None = None, output_attentions: bool = False,
+                workspace: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Attention over canvases whose query halves may be shared between sequences.
 
         Args:
@@ -194,6 +378,9 @@ class SegGptAttention(nn.Module):
             ensemble_groups: ``None``, or ``G``: the query-half outputs are averaged over each group
                 of ``S // G`` consecutive canvases (feature ensemble). The average is taken before
                 ``proj``, which is affine, so it equals the original's average after it.
+            output_attentions: also return the probabilities (eager formula).
+            workspace: a dict that the layers of one forward share for their attention buffers
+                (see :meth:`_attend_split`); None allocates them per call.
 
         Returns:
             ``(S, Lp, D)`` prompt-half outputs, ``(S or G, Lq, D)`` query-half outputs (``G`` when
@@ -202,6 +389,9 @@ class SegGptAttention(nn.Module):
         s, lp, d = prompt_tokens.shape
         sq, lq, _ = query_tokens.shape
         h, c = self.num_heads, self.head_dim
+        if self._can_split(prompt_tokens, query_tokens, output_attentions):
+            out_p, out_q = self._attend_split(prompt_tokens, query_tokens, ensemble_groups, workspace)
+            return self.proj(out_p.reshape(s, lp, d)), self.proj(out_q.reshape(-1, lq, d)), None
         qkv_p = self.qkv(prompt_tokens).view(s, lp, 3, h, c).permute(2, 0, 3, 1, 4)   # (3, S, h, Lp, C)
         qkv_q = self.qkv(query_tokens).view(sq, lq, 3, h, c).permute(2, 0, 3, 1, 4)  # (3, Sq, h, Lq, C)
         probs = None
@@ -252,8 +442,8 @@ class SegGptLayer(nn.Module):
         self.mlp = SegGptMlp(config)
 
     def forward(self, prompt_tokens: torch.Tensor, query_tokens: torch.Tensor,
-                ensemble_groups: int | None, output_attentions: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                ensemble_groups: int | None, output_attentions: bool = False,
+                workspace: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One block.
 
         Args:
@@ -262,6 +452,7 @@ class SegGptLayer(nn.Module):
             ensemble_groups: ``None`` for independent canvases, else ``G``: the ``S`` canvases form
                 ``G`` groups of ``S // G`` consecutive canvases whose query-half attention outputs are
                 averaged. Shared query halves (``Sq < S``) require ``G == Sq``.
+            workspace: attention buffers shared by the layers of one forward, or None.
 
         Returns:
             Updated ``(S, Lp, D)`` and ``(Sq, Lq, D)`` tokens and optional attention probabilities.
@@ -272,7 +463,7 @@ class SegGptLayer(nn.Module):
             raise ValueError("shared query halves need feature ensemble")
         attn_p, attn_q, probs = self.attention(self.layernorm_before(prompt_tokens),
                                                self.layernorm_before(query_tokens), ensemble_groups,
-                                               output_attentions)
+                                               output_attentions, workspace)
         if ensemble_groups is not None and sq == s:
             attn_q = attn_q.repeat_interleave(s // ensemble_groups, dim=0)        # (S, Lq, D)
         prompt_tokens = prompt_tokens + attn_p

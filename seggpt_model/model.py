@@ -263,6 +263,7 @@ class SegGptEncoder(nn.Module):
         features: list[tuple[torch.Tensor, torch.Tensor]] = []
         hidden_states: list[tuple[torch.Tensor, torch.Tensor]] = []
         attentions: list[torch.Tensor] = []
+        workspace: dict = {}  # attention buffers reused by every layer of this forward
         for i, layer in enumerate(self.layers):
             if output_hidden_states:
                 hidden_states.append((prompt_tokens, query_tokens))
@@ -270,7 +271,7 @@ class SegGptEncoder(nn.Module):
             if feature_ensemble:
                 groups = 2 if i <= merge_index else 1      # per stream up to the merge, then all
             prompt_tokens, query_tokens, probs = layer(prompt_tokens, query_tokens, groups,
-                                                       output_attentions)
+                                                       output_attentions, workspace)
             if output_attentions:
                 attentions.append(probs)
             if i == merge_index:
