@@ -164,12 +164,17 @@ def load_stage(checkpoint: str | None = None, device: str | None = None, dtype: 
     """Build a :class:`SegGptStage` from a checkpoint (anything ``seggpt_model.from_pretrained``
     accepts; default ``BAAI/seggpt-vit-large``) on the resolved device and dtype.
 
+    Also tunes the process's C allocator for the model's large per-layer tensors
+    (:func:`pipelines.allocator.keep_freed_memory`; ``VOS_MALLOC_TUNING=0`` opts out).
+
     Raises:
         ValueError: unknown device or dtype (checked before any weight is read).
         seggpt_model.CheckpointError: the checkpoint cannot be loaded.
     """
+    from pipelines.allocator import keep_freed_memory
     from seggpt_model import DEFAULT_CHECKPOINT, from_pretrained
 
+    keep_freed_memory()
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     model = from_pretrained(checkpoint or DEFAULT_CHECKPOINT, device=dev, dtype=dt)
