@@ -266,7 +266,7 @@ class SegGptAttention(nn.Module):
         """
         b, h, n, _ = buf.shape
         hg, wg = self.grid
-        hh, pad, width, wq = self._split_layout()
+        hh, pad, _, _ = self._split_layout()
         c = self.head_dim
         nt = tables.shape[0]
         key = ("rel_pos", b * h * n, nt, buf.dtype, buf.device)
@@ -368,7 +368,17 @@ class SegGptAttention(nn.Module):
     def forward(self, prompt_tokens: torch.Tensor, query_tokens: torch.Tensor,
                 ensemble_groups: int | None = None, output_attentions: bool = False,
                 workspace: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Attention over canvases whose query halves may be shared between sequences.
+        """:meth:`attend_tokens` followed by the output projection ``proj``; same arguments, and
+        returns ``(S, Lp, D)``, ``(S or G, Lq, D)`` projected outputs and the probabilities or None.
+        """
+        out_p, out_q, probs = self.attend_tokens(prompt_tokens, query_tokens, ensemble_groups,
+                                                 output_attentions, workspace)
+        return self.proj(out_p), self.proj(out_q), probs
+
+    def attend_tokens(self, prompt_tokens: torch.Tensor, query_tokens: torch.Tensor,
+                      ensemble_groups: int | None = None, output_attentions: bool = False,
+                      workspace: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Attention over canvases whose query halves may be shared between sequences, before ``proj``.
 
         Args:
             prompt_tokens: ``(S, Lp, D)`` normalised tokens of the top halves of ``S`` canvases.
@@ -384,14 +394,15 @@ class SegGptAttention(nn.Module):
 
         Returns:
             ``(S, Lp, D)`` prompt-half outputs, ``(S or G, Lq, D)`` query-half outputs (``G`` when
-            averaged), and the ``(S, heads, N, N)`` probabilities when ``output_attentions``.
+            averaged), both before ``proj``, and the ``(S, heads, N, N)`` probabilities when
+            ``output_attentions``.
         """
         s, lp, d = prompt_tokens.shape
         sq, lq, _ = query_tokens.shape
         h, c = self.num_heads, self.head_dim
         if self._can_split(prompt_tokens, query_tokens, output_attentions):
             out_p, out_q = self._attend_split(prompt_tokens, query_tokens, ensemble_groups, workspace)
-            return self.proj(out_p.reshape(s, lp, d)), self.proj(out_q.reshape(-1, lq, d)), None
+            return out_p.reshape(s, lp, d), out_q.reshape(-1, lq, d), None
         qkv_p = self.qkv(prompt_tokens).view(s, lp, 3, h, c).permute(2, 0, 3, 1, 4)   # (3, S, h, Lp, C)
         qkv_q = self.qkv(query_tokens).view(sq, lq, 3, h, c).permute(2, 0, 3, 1, 4)  # (3, Sq, h, Lq, C)
         probs = None
@@ -408,8 +419,23 @@ class SegGptAttention(nn.Module):
         if ensemble_groups is not None:
             g = ensemble_groups
             out_q = out_q.reshape(g, s // g, lq, h, c).mean(dim=1)                  # (G, Lq, h, C)
-        out_q = out_q.reshape(-1, lq, d)
-        return self.proj(out_p), self.proj(out_q), probs
+        return out_p, out_q.reshape(-1, lq, d), probs
+
+
+def residual_linear(residual: torch.Tensor, inputs: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """``residual + linear(inputs)`` with the matrix product accumulated into the sum.
+
+    ``(..., D_out)``, ``(..., D_in)`` -> ``(..., D_out)``, a new tensor. Equal to the unfused
+    expression (bias and product are added in another order); it saves the separate pass over the
+    output that ``linear`` followed by ``+`` costs.
+    """
+    out = residual.new_empty(residual.shape)                                  # contiguous
+    if linear.bias is None:
+        out.copy_(residual)
+    else:
+        torch.add(residual, linear.bias, out=out)
+    out.view(-1, out.shape[-1]).addmm_(inputs.reshape(-1, inputs.shape[-1]), linear.weight.t())
+    return out
 
 
 class SegGptMlp(nn.Module):
@@ -420,9 +446,13 @@ class SegGptMlp(nn.Module):
         self.lin1 = nn.Linear(config.hidden_size, config.mlp_dim)
         self.lin2 = nn.Linear(config.mlp_dim, config.hidden_size)
 
+    def hidden(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``gelu(lin1(x))``: ``(..., D) -> (..., mlp_dim)``."""
+        return F.gelu(self.lin1(hidden_states))
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """``(..., D) -> (..., D)``."""
-        return self.lin2(F.gelu(self.lin1(hidden_states)))
+        return self.lin2(self.hidden(hidden_states))
 
 
 class SegGptLayer(nn.Module):
@@ -461,13 +491,14 @@ class SegGptLayer(nn.Module):
         sq = query_tokens.shape[0]
         if ensemble_groups is None and sq != s:
             raise ValueError("shared query halves need feature ensemble")
-        attn_p, attn_q, probs = self.attention(self.layernorm_before(prompt_tokens),
-                                               self.layernorm_before(query_tokens), ensemble_groups,
-                                               output_attentions, workspace)
+        attn_p, attn_q, probs = self.attention.attend_tokens(self.layernorm_before(prompt_tokens),
+                                                             self.layernorm_before(query_tokens),
+                                                             ensemble_groups, output_attentions, workspace)
         if ensemble_groups is not None and sq == s:
             attn_q = attn_q.repeat_interleave(s // ensemble_groups, dim=0)        # (S, Lq, D)
-        prompt_tokens = prompt_tokens + attn_p
-        query_tokens = query_tokens + attn_q
-        prompt_tokens = prompt_tokens + self.mlp(self.layernorm_after(prompt_tokens))
-        query_tokens = query_tokens + self.mlp(self.layernorm_after(query_tokens))
+        proj, lin2 = self.attention.proj, self.mlp.lin2
+        prompt_tokens = residual_linear(prompt_tokens, attn_p, proj)
+        query_tokens = residual_linear(query_tokens, attn_q, proj)
+        prompt_tokens = residual_linear(prompt_tokens, self.mlp.hidden(self.layernorm_after(prompt_tokens)), lin2)
+        query_tokens = residual_linear(query_tokens, self.mlp.hidden(self.layernorm_after(query_tokens)), lin2)
         return prompt_tokens, query_tokens, probs
