@@ -1,0 +1,116 @@
+"""Attention kernels at the VOS operating point: how close attention can get to the matmul rate.
+
+One ViT-L attention layer after the stream merge with N prompts (``S = N`` canvases, one shared
+query half, feature ensemble), 16 heads of width 64, in each dtype:
+
+* ``plain flash, width 64``: PyTorch's fused CPU kernel on ``S`` whole canvases (1568 tokens)
+  with no position bias at all. No implementation of SegGPT's attention can do less work with
+  that kernel; its FLOP/s is the ceiling for attention.
+* ``one call, width 152``: the whole canvas in one kernel call with the relative-position bias
+  folded into queries and keys (``_attend_fused``, the path used with autograd).
+* ``split + log-sum-exp merge, width 120``: the inference path (``_attend_split``) with its
+  buffer copies, position terms and merges; the ``qkv`` projection is timed separately and
+  subtracted, as the other two rows start from projected tensors.
+
+FLOP/s count the useful attention work only: ``4 d`` per (query, key) pair, the pairs of each
+formulation (whole canvases for the first two; the shared query half against its own keys once
+for the split). The matmul rate is a 4096-square GEMM in the same dtype, best of 3.
+
+Usage::
+
+    python benchmarks/bench_attention.py            # writes docs/benchmarks.md
+    python benchmarks/bench_attention.py --no-doc --prompts 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import machine, today, write_section  # noqa: E402
+from benchmarks.bench_model import matmul_rate  # noqa: E402
+from pipelines.allocator import keep_freed_memory  # noqa: E402
+from seggpt_model import SegGptConfig  # noqa: E402
+from seggpt_model.layers import SegGptAttention  # noqa: E402
+
+
+def best_of(fn, repeat: int) -> float:
+    """Minimum wall seconds of ``fn()`` over ``repeat`` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    ap.add_argument("--no-doc", action="store_true")
+    args = ap.parse_args(argv)
+    keep_freed_memory()
+    torch.manual_seed(0)
+    cfg = SegGptConfig()
+    h, c, d = cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size
+    hg, wg = cfg.grid_size
+    half = hg // 2 * wg
+    t = 2 * half
+    s = args.prompts
+    whole_pairs = s * t * t
+    split_pairs = s * half * t + half * half + s * half * half
+    rows = []
+    for dname in args.dtypes:
+        dtype = getattr(torch, dname)
+        attn = SegGptAttention(cfg).eval().to(dtype)
+        with torch.no_grad():
+            for p in attn.parameters():
+                p.normal_(0, 0.05)
+        prompts = torch.randn(s, half, d, dtype=dtype)
+        query = torch.randn(1, half, d, dtype=dtype)
+        q, k, v = (torch.randn(s, h, t, c, dtype=dtype) for _ in range(3))
+        workspace: dict = {}
+        with torch.inference_mode():
+            plain = best_of(lambda: F.scaled_dot_product_attention(q, k, v), args.repeat)
+            split = best_of(lambda: attn.attend_tokens(prompts, query, 1, workspace=workspace), args.repeat)
+            projection = best_of(lambda: (attn.qkv(prompts), attn.qkv(query)), args.repeat)
+            split -= projection  # the other two rows start from projected q, k, v
+            qkv_p = attn.qkv(prompts).view(s, half, 3, h, c).permute(2, 0, 3, 1, 4)
+            qkv_q = attn.qkv(query).view(1, half, 3, h, c).permute(2, 0, 3, 1, 4)
+            fused = best_of(lambda: attn._attend_fused(qkv_p, qkv_q), args.repeat)
+        rate = matmul_rate(dtype)
+        for name, seconds, pairs in (("plain flash, width 64, no bias (ceiling)", plain, whole_pairs),
+                                     ("one call, width 152 (bias folded in)", fused, whole_pairs),
+                                     ("split + log-sum-exp merge, width 120", split, split_pairs)):
+            flops = 4 * d * pairs
+            rows.append((dname, name, seconds, flops / seconds / 1e9, 100 * flops / seconds / rate, rate / 1e9))
+            print(rows[-1], flush=True)
+    lines = [f"Machine: {machine()}. Date: {today()}. One ViT-L attention layer after the merge, "
+             f"N = {s} prompts (one shared query half), best of {args.repeat}.", "",
+             "| dtype | attention | s/layer | useful GFLOP/s | of matmul rate | matmul rate (GFLOP/s) |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r[0]} | {r[1]} | {r[2]:.3f} | {r[3]:.0f} | {r[4]:.0f}% | {r[5]:.0f} |" for r in rows]
+    lines += ["", "The split path does fewer pairs than the two whole-canvas rows (the shared query half "
+              "attends to its own keys once), so compare their seconds; the FLOP/s column credits each "
+              "only with its own useful pairs. The projections, position terms and merges are inside the "
+              "split path's time (the qkv projection is not), not in the other two."]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_doc:
+        write_section("bench_attention", "Attention kernels: the ceiling of PyTorch's CPU attention", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
