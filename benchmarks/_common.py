@@ -69,3 +69,13 @@ def write_section(key: str, title: str, body: str, doc: Path = DOC) -> None:
     tmp = doc.with_suffix(".md.tmp")
     tmp.write_text(text)
     os.replace(tmp, doc)
+
+
+def report(key: str, title: str, lines: list[str], write: bool = True) -> int:
+    """Print the report lines and, when ``write``, store them as section ``key`` of
+    ``docs/benchmarks.md`` (:func:`write_section`). Returns 0, the script's exit status."""
+    text = "\n".join(lines)
+    print(text)
+    if write:
+        write_section(key, title, text)
+    return 0

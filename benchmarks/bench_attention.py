@@ -35,7 +35,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import machine, today, write_section  # noqa: E402
+from benchmarks._common import machine, report, today  # noqa: E402
 from benchmarks.bench_model import matmul_rate  # noqa: E402
 from pipelines.allocator import keep_freed_memory  # noqa: E402
 from seggpt_model import SegGptConfig  # noqa: E402
@@ -53,6 +53,30 @@ def best_of(fn, repeat: int) -> float:
     return min(times)
 
 
+def time_kernels(cfg: SegGptConfig, dtype: torch.dtype, s: int, repeat: int) -> tuple[float, float, float]:
+    """Seconds of one attention layer with ``s`` canvases sharing one query half:
+    ``(plain flash at width 64 without bias, one fused call at width 152, split path)``."""
+    h, c, d = cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size
+    hg, wg = cfg.grid_size
+    half = hg // 2 * wg
+    attn = SegGptAttention(cfg).eval().to(dtype)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_(0, 0.05)
+    prompts = torch.randn(s, half, d, dtype=dtype)
+    query = torch.randn(1, half, d, dtype=dtype)
+    q, k, v = (torch.randn(s, h, 2 * half, c, dtype=dtype) for _ in range(3))
+    workspace: dict = {}
+    with torch.inference_mode():
+        plain = best_of(lambda: F.scaled_dot_product_attention(q, k, v), repeat)
+        split = best_of(lambda: attn.attend_tokens(prompts, query, 1, workspace=workspace), repeat)
+        projection = best_of(lambda: (attn.qkv(prompts), attn.qkv(query)), repeat)
+        qkv_p = attn.qkv(prompts).view(s, half, 3, h, c).permute(2, 0, 3, 1, 4)
+        qkv_q = attn.qkv(query).view(1, half, 3, h, c).permute(2, 0, 3, 1, 4)
+        fused = best_of(lambda: attn._attend_fused(qkv_p, qkv_q), repeat)
+    return plain, fused, split - projection  # the other two start from projected q, k, v
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=8)
@@ -63,9 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     torch.manual_seed(0)
     cfg = SegGptConfig()
-    h, c, d = cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size
-    hg, wg = cfg.grid_size
-    half = hg // 2 * wg
+    d = cfg.hidden_size
+    half = cfg.grid_size[0] // 2 * cfg.grid_size[1]
     t = 2 * half
     s = args.prompts
     whole_pairs = s * t * t
@@ -73,22 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for dname in args.dtypes:
         dtype = getattr(torch, dname)
-        attn = SegGptAttention(cfg).eval().to(dtype)
-        with torch.no_grad():
-            for p in attn.parameters():
-                p.normal_(0, 0.05)
-        prompts = torch.randn(s, half, d, dtype=dtype)
-        query = torch.randn(1, half, d, dtype=dtype)
-        q, k, v = (torch.randn(s, h, t, c, dtype=dtype) for _ in range(3))
-        workspace: dict = {}
-        with torch.inference_mode():
-            plain = best_of(lambda: F.scaled_dot_product_attention(q, k, v), args.repeat)
-            split = best_of(lambda: attn.attend_tokens(prompts, query, 1, workspace=workspace), args.repeat)
-            projection = best_of(lambda: (attn.qkv(prompts), attn.qkv(query)), args.repeat)
-            split -= projection  # the other two rows start from projected q, k, v
-            qkv_p = attn.qkv(prompts).view(s, half, 3, h, c).permute(2, 0, 3, 1, 4)
-            qkv_q = attn.qkv(query).view(1, half, 3, h, c).permute(2, 0, 3, 1, 4)
-            fused = best_of(lambda: attn._attend_fused(qkv_p, qkv_q), args.repeat)
+        plain, fused, split = time_kernels(cfg, dtype, s, args.repeat)
         rate = matmul_rate(dtype)
         for name, seconds, pairs in (("plain flash, width 64, no bias (ceiling)", plain, whole_pairs),
                                      ("one call, width 152 (bias folded in)", fused, whole_pairs),
@@ -105,11 +113,7 @@ def main(argv: list[str] | None = None) -> int:
               "attends to its own keys once), so compare their seconds; the FLOP/s column credits each "
               "only with its own useful pairs. The projections, position terms and merges are inside the "
               "split path's time (the qkv projection is not), not in the other two."]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_doc:
-        write_section("bench_attention", "Attention kernels: the ceiling of PyTorch's CPU attention", text)
-    return 0
+    return report("bench_attention", "Attention kernels: the ceiling of PyTorch's CPU attention", lines, write=not args.no_doc)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import machine, peak_rss_mib, reset_peak_rss, rss_mib, today, write_section  # noqa: E402
+from benchmarks._common import machine, peak_rss_mib, reset_peak_rss, rss_mib, report, today  # noqa: E402
 from seggpt_model import SegGptConfig, from_pretrained  # noqa: E402
 from seggpt_model.processing import build_palette, postprocess_masks  # noqa: E402
 
@@ -328,11 +328,7 @@ def main(argv: list[str] | None = None) -> int:
               "docstring): ours counts the work of the shared-query formulation (each query half once per "
               "layer, its attention to its own keys once), the reference's its own (N full canvases "
               "through every layer, N canvases decoded)."]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_doc:
-        write_section("bench_model", "SegGPT forward: ours vs transformers", text)
-    return 0
+    return report("bench_model", "SegGPT forward: ours vs transformers", lines, write=not args.no_doc)
 
 
 if __name__ == "__main__":

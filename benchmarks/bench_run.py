@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import machine, today, write_section  # noqa: E402
+from benchmarks._common import machine, report, today  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -140,11 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         times.append(time.perf_counter() - t0)
     lines += [f"`vos --help`: {min(times):.2f} s (best of 5; torch, av and ray are imported only by the "
               "subcommands that need them)."]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_doc:
-        write_section("bench_run", "vos run: end to end, memory, start-up", text)
-    return 0
+    return report("bench_run", "vos run: end to end, memory, start-up", lines, write=not args.no_doc)
 
 
 if __name__ == "__main__":
