@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
               "attends to its own keys once), so compare their seconds; the FLOP/s column credits each "
               "only with its own useful pairs. The projections, position terms and merges are inside the "
               "split path's time (the qkv projection is not), not in the other two."]
-    return report("bench_attention", "Attention kernels: the ceiling of PyTorch's CPU attention", lines, write=not args.no_doc)
+    return report("bench_attention", "Attention kernels: the ceiling of PyTorch's CPU attention", lines,
+                  write=not args.no_doc)
 
 
 if __name__ == "__main__":

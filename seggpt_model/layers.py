@@ -305,10 +305,13 @@ class SegGptAttention(nn.Module):
         """Attention as two partial attentions, over the prompt-half keys and over the query-half
         keys, merged by their log-sum-exp (inference on CPU).
 
-        The kernel computes ``softmax(scale * q' . k')`` with ``q' = [th / scale | q | tw / scale]``
-        and one-hot columns in ``k'``, which is the biased softmax of the reference. Each partial
-        attention needs the relative-position one-hots of its own ``Hg / 2`` key rows only, so the augmented head width is ``C + Hg/2 + Wg`` (120 for ViT-L) instead of
-        ``C + Hg + Wg`` (148, padded to 152) of :meth:`_attend_fused`. Query buffers hold
+        The kernel (``torch.ops.aten._scaled_dot_product_flash_attention_for_cpu``, the one behind
+        ``scaled_dot_product_attention`` on CPU, which also returns the log-sum-exp) computes
+        ``softmax(scale * q' . k')`` with ``q' = [th / scale | q | tw / scale]`` and one-hot
+        columns in ``k'``: the biased softmax of the reference. Each partial attention needs the
+        relative-position one-hots of its own ``Hg / 2`` key rows only, so the augmented head width
+        is ``C + Hg/2 + Wg`` (120 for ViT-L) instead of ``C + Hg + Wg`` (148, padded to 152) of
+        :meth:`_attend_fused`. Query buffers hold
         ``[th_lo | q | tw | th_hi]``: the first ``width`` columns pair with prompt keys
         ``[onehot(row) | k | onehot(col)]``, the last ``width`` with query keys
         ``[k | onehot(col) | onehot(row - Hg/2)]``; no column is copied twice. With shared query
@@ -342,8 +345,9 @@ class SegGptAttention(nn.Module):
         self._write_rel_pos(qq, hh, tables, workspace)
 
         flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-        o_pp, l_pp = flash(qp[..., a_cols], kp, vp, 0.0, False, attn_mask=None, scale=self.scale)   # prompt rows, prompt keys
-        o_qq, l_qq = flash(qq[..., b_cols], kq, vq, 0.0, False, attn_mask=None, scale=self.scale)   # query rows, query keys
+        # prompt rows against prompt keys; shared query rows against their own keys, once
+        o_pp, l_pp = flash(qp[..., a_cols], kp, vp, 0.0, False, attn_mask=None, scale=self.scale)
+        o_qq, l_qq = flash(qq[..., b_cols], kq, vq, 0.0, False, attn_mask=None, scale=self.scale)
         out_p = torch.empty(s, lp, h, c, dtype=dtype, device=device)
         merged_q = torch.empty(s, h, lq, c, dtype=dtype, device=device)
         groups = [(slice(t * r, (t + 1) * r), slice(t, t + 1)) for t in range(sq)] if r > 1 else [(slice(None),) * 2]
