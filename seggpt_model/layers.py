@@ -42,11 +42,7 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor
 
     Source: ``get_rel_pos`` in ViTDet / segment-anything ``image_encoder.py``.
     """
-    max_rel_dist = 2 * max(q_size, k_size) - 1
-    if rel_pos.shape[0] != max_rel_dist:
-        rel_pos = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1),
-                                size=max_rel_dist, mode="linear")
-        rel_pos = rel_pos.reshape(-1, max_rel_dist).permute(1, 0)
+    rel_pos = resized_rel_pos(rel_pos, max(q_size, k_size))
     q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * max(k_size / q_size, 1.0)
     k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)
     relative_coords = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
@@ -350,9 +346,11 @@ class SegGptAttention(nn.Module):
         o_qq, l_qq = flash(qq[..., b_cols], kq, vq, 0.0, False, attn_mask=None, scale=self.scale)
         out_p = torch.empty(s, lp, h, c, dtype=dtype, device=device)
         merged_q = torch.empty(s, h, lq, c, dtype=dtype, device=device)
+        # canvases and the query half they share: one group per query half, or all canvases at once
+        # when each has its own (r == 1); n canvases per group
         groups = [(slice(t * r, (t + 1) * r), slice(t, t + 1)) for t in range(sq)] if r > 1 else [(slice(None),) * 2]
+        n = r if r > 1 else s
         for cs, qs in groups:
-            n = s if r == 1 else r
             # query rows against prompt keys, prompt rows against query keys
             o_qp, l_qp = flash(qq[qs, ..., a_cols].expand(n, -1, -1, -1), kp[cs], vp[cs], 0.0, False,
                                attn_mask=None, scale=self.scale)
