@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import re
+import time
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -53,6 +54,23 @@ def machine() -> str:
     if torch.cuda.is_available():
         desc = f"{torch.cuda.get_device_name()} ({desc})"
     return desc
+
+
+def measure_times(fn, repeat: int, warmup: int = 1, sync=None) -> tuple[list[float], object]:
+    """Wall seconds of each of ``repeat`` calls of ``fn()`` after ``warmup`` untimed ones, and the
+    last result; ``sync`` (e.g. ``torch.cuda.synchronize``) waits for the device around each call."""
+    sync = sync or (lambda: None)
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(repeat):
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times, out
 
 
 def today() -> str:

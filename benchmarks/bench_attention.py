@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import machine, report, today  # noqa: E402
+from benchmarks._common import machine, measure_times, report, today  # noqa: E402
 from benchmarks.bench_model import matmul_rate  # noqa: E402
 from pipelines.allocator import keep_freed_memory  # noqa: E402
 from seggpt_model import SegGptConfig  # noqa: E402
@@ -44,13 +43,7 @@ from seggpt_model.layers import SegGptAttention  # noqa: E402
 
 def best_of(fn, repeat: int) -> float:
     """Minimum wall seconds of ``fn()`` over ``repeat`` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(measure_times(fn, repeat)[0])
 
 
 def time_kernels(cfg: SegGptConfig, dtype: torch.dtype, s: int, repeat: int) -> tuple[float, float, float]:

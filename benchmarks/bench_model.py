@@ -39,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import machine, peak_rss_mib, reset_peak_rss, rss_mib, report, today  # noqa: E402
+from benchmarks._common import machine, measure_times, peak_rss_mib, reset_peak_rss, rss_mib, report, today  # noqa: E402
 from seggpt_model import SegGptConfig, from_pretrained  # noqa: E402
 from seggpt_model.processing import build_palette, postprocess_masks  # noqa: E402
 
@@ -97,32 +97,15 @@ def matmul_rate(dtype: torch.dtype, size: int = 4096, repeat: int = 3, device: s
     """Measured dense matmul FLOP/s of this machine for ``dtype`` (``size``-square GEMM)."""
     a = torch.randn(size, size, dtype=dtype, device=device)
     b = torch.randn(size, size, dtype=dtype, device=device)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    a @ b
-    times = []
-    for _ in range(repeat):
-        sync()
-        t0 = time.perf_counter()
-        a @ b
-        sync()
-        times.append(time.perf_counter() - t0)
+    times, _ = measure_times(lambda: a @ b, repeat, sync=torch.cuda.synchronize if device.startswith("cuda") else None)
     return 2 * size ** 3 / min(times)
 
 
 def timed(fn, repeat: int, warmup: int = 1, sync=None) -> tuple[float, object]:
     """(median seconds over ``repeat`` runs after ``warmup``, last result); ``sync`` waits for the
     device (CUDA) before each clock read."""
-    sync = sync or (lambda: None)
     with torch.inference_mode():
-        for _ in range(warmup):
-            out = fn()
-        times = []
-        for _ in range(repeat):
-            sync()
-            t0 = time.perf_counter()
-            out = fn()
-            sync()
-            times.append(time.perf_counter() - t0)
+        times, out = measure_times(fn, repeat, warmup, sync)
     return statistics.median(times), out
 
 
@@ -175,8 +158,6 @@ def worker(ckpt: Path, impl: str, dname: str, n: int, repeat: int, out: Path, de
         fn = lambda: painter_ensemble_reference(model, qn, pr, mk)[:1, :, 448:]  # noqa: E731
     seconds, pred = timed(fn, repeat, sync=torch.cuda.synchronize if cuda else None)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mib()) - base
-    del model
-    gc.collect()
     rate = matmul_rate(dtype, device=device)  # in the same process and minute as the forward
     torch.save({"seconds": seconds, "peak_mib": peak, "pred": pred.float().cpu(), "rate": rate}, out)
 

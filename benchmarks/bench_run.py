@@ -22,13 +22,12 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import machine, report, today  # noqa: E402
+from benchmarks._common import machine, measure_times, report, today  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -133,11 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         print(lines[-2], flush=True)
 
     # 3. CLI start-up
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        subprocess.run(["vos", "--help"], capture_output=True, check=True)
-        times.append(time.perf_counter() - t0)
+    times, _ = measure_times(lambda: subprocess.run(["vos", "--help"], capture_output=True, check=True), 5,
+                             warmup=0)
     lines += [f"`vos --help`: {min(times):.2f} s (best of 5; torch, av and ray are imported only by the "
               "subcommands that need them)."]
     return report("bench_run", "vos run: end to end, memory, start-up", lines, write=not args.no_doc)
