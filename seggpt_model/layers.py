@@ -4,14 +4,15 @@ The attention is ViTDet/SAM-style global attention with the decomposed relative 
 MViTv2 (Li et al. 2022), as in ``baaivision/Painter`` ``SegGPT_inference/models_seggpt.py``
 (``Attention``, ``util/vitdet_utils.add_decomposed_rel_pos``). Two implementations compute it:
 
-* ``"sdpa"`` (default): the bias is folded into augmented queries and keys so that a fused
-  attention kernel runs without an attention mask and no ``(B, heads, N, N)`` tensor is ever
-  materialised. For inference on CPU the keys are split into the prompt half and the query half
-  and the partial results are merged by their log-sum-exp
-  (:meth:`SegGptAttention._attend_split`): each half needs only its own rows' one-hots, and a query
-  half shared by several canvases attends to its own keys once. Elsewhere (autograd, other
-  devices) one call of ``torch.nn.functional.scaled_dot_product_attention`` covers the whole
-  canvas (:meth:`SegGptAttention._attend_fused`).
+* ``"sdpa"`` (default): no ``(B, heads, N, N)`` tensor is ever materialised. For inference on CPU
+  a query half shared by several canvases attends to its own keys once, and partial results over
+  the prompt keys and the query keys are merged by their log-sum-exp. In fp32 the attention runs
+  as explicit softmax blocks of one head and one half canvas each, on all of torch's threads
+  (:meth:`SegGptAttention._attend_chunked`); in other dtypes the bias is folded into augmented
+  queries and keys so that the fused flash kernel runs without a mask, with the keys split into
+  the prompt half and the query half (:meth:`SegGptAttention._attend_split`). Elsewhere
+  (autograd, other devices) one call of ``torch.nn.functional.scaled_dot_product_attention``
+  covers the whole canvas (:meth:`SegGptAttention._attend_fused`).
 * ``"eager"``: the reference formula, softmax of ``q k^T * scale + bias`` computed explicitly; kept
   for tests and for returning attention probabilities.
 
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import SegGptConfig
+from .threads import run_parallel
 
 
 def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -195,8 +197,9 @@ class SegGptAttention(nn.Module):
 
     def _can_split(self, prompt_tokens: torch.Tensor, query_tokens: torch.Tensor,
                    output_attentions: bool) -> bool:
-        """Whether :meth:`_attend_split` applies: inference on CPU (its kernel returns the
-        log-sum-exp there), relative position on, two halves of ``Hg / 2`` rows."""
+        """Whether :meth:`_attend_chunked` (fp32) or :meth:`_attend_split` applies: inference on
+        CPU (the flash kernel returns the log-sum-exp there), relative position on, two halves of
+        ``Hg / 2`` rows."""
         hg, wg = self.grid
         half = hg // 2 * wg
         return (self.use_rel_pos and self.attn_implementation == "sdpa" and not output_attentions
@@ -241,15 +244,16 @@ class SegGptAttention(nn.Module):
             workspace[key] = buffers
         return buffers
 
-    def _reversed_rel_tables(self, dtype: torch.dtype) -> torch.Tensor:
+    def _reversed_rel_tables(self, dtype: torch.dtype, divide_by_scale: bool = True) -> torch.Tensor:
         """``(2Hg - 1 + 2Wg - 1, C)``: the height then the width table of relative distances in
         reversed order (row ``j`` of the height part is distance ``Hg - 1 - j``), divided by the
-        attention scale: the kernel multiplies every augmented product by the scale, so the
-        position terms enter divided by it."""
+        attention scale by default: the flash kernel multiplies every augmented product by the
+        scale, so the position terms enter divided by it."""
         hg, wg = self.grid
         table_h = resized_rel_pos(self.rel_pos_h, hg).flip(0)
         table_w = resized_rel_pos(self.rel_pos_w, wg).flip(0)
-        return (torch.cat([table_h, table_w]) / self.scale).to(dtype)
+        tables = torch.cat([table_h, table_w])
+        return (tables / self.scale if divide_by_scale else tables).to(dtype)
 
     def _write_rel_pos(self, buf: torch.Tensor, first_row: int, tables: torch.Tensor,
                        workspace: dict | None) -> None:
@@ -367,6 +371,126 @@ class SegGptAttention(nn.Module):
         torch.mean(merged_q.view(g, s // g, h, lq, c), dim=1, out=out_q.transpose(1, 2))
         return out_p, out_q
 
+    def _chunk_buffers(self, workspace: dict | None, s: int, sq: int, half: int, dtype: torch.dtype,
+                       device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Head-major buffers of :meth:`_attend_chunked`, kept in ``workspace`` for the layers of
+        one forward: queries ``qp (S, h, Lp, C)`` and ``qq (Sq, h, Lq, C)``; keys and values
+        ``kv (2, S, h, Lp + Lq, C)``, each canvas's prompt half followed by a copy of its query
+        half (so a canvas's keys are one contiguous matrix); position products
+        ``gp (S, h, Lp, nt)`` and ``gq (Sq, h, Lq, nt)``."""
+        key = ("chunked_attention", s, sq, half, dtype, device)
+        if workspace is not None and key in workspace:
+            return workspace[key]
+        h, c = self.num_heads, self.head_dim
+        hg, wg = self.grid
+        nt = 2 * hg - 1 + 2 * wg - 1
+        buffers = (torch.empty(s, h, half, c, dtype=dtype, device=device),
+                   torch.empty(sq, h, half, c, dtype=dtype, device=device),
+                   torch.empty(2, s, h, 2 * half, c, dtype=dtype, device=device),
+                   torch.empty(s, h, half, nt, dtype=dtype, device=device),
+                   torch.empty(sq, h, half, nt, dtype=dtype, device=device))
+        if workspace is not None:
+            workspace[key] = buffers
+        return buffers
+
+    def _attend_block(self, scratch: dict, query: torch.Tensor, products: torch.Tensor, first_row: int,
+                      key: torch.Tensor, value: torch.Tensor, first_key_row: int, out: torch.Tensor,
+                      lse: torch.Tensor | None) -> None:
+        """Biased softmax attention of one head's query rows against a block of whole key rows,
+        computed explicitly in a scratch buffer (single-threaded; see :meth:`_attend_chunked`).
+
+        Args:
+            scratch: per-thread dict for the ``(M, N)`` logits buffer.
+            query: ``(M, C)`` unscaled queries of whole canvas rows, the first in row ``first_row``.
+            products: ``(M, nt)`` ``query @ tables^T`` of :meth:`_reversed_rel_tables` (undivided).
+            key, value: ``(N, C)`` keys and values of whole canvas rows from ``first_key_row`` on.
+            out: ``(M, C)`` receives the normalised output (any strides).
+            lse: ``(M,)`` receives the log-sum-exp of the biased logits, or None.
+        """
+        m, n = query.shape[0], key.shape[0]
+        hg, wg = self.grid
+        rows, key_rows = m // wg, n // wg
+        flat = scratch.get("logits")
+        if flat is None or flat.numel() < m * n:
+            flat = scratch["logits"] = query.new_empty(m * n)
+        logits = flat[:m * n].view(m, n)
+        # products[t, hg - 1 - row(t) + key_row] is the height term, products[t, 2hg - 1 + wg - 1 -
+        # col(t) + key_col] the width term (see _write_rel_pos): strided windows, added in one pass
+        st, base = products.stride(0), products.storage_offset()
+        term_h = products.as_strided((rows, wg, key_rows, 1), (wg * st - 1, st, 1, 0),
+                                     base + hg - 1 - first_row + first_key_row)
+        term_w = products.as_strided((rows, wg, 1, wg), (wg * st, st - 1, 0, 1), base + 2 * hg - 1 + wg - 1)
+        torch.add(term_h, term_w, out=logits.view(rows, wg, key_rows, wg))
+        logits.addmm_(query, key.t(), alpha=self.scale)
+        top = torch.amax(logits, dim=1, keepdim=True)
+        logits.sub_(top).exp_()
+        total = logits.sum(dim=1, keepdim=True)
+        unnormalised = scratch.get("out")
+        if unnormalised is None or unnormalised.shape != out.shape:
+            unnormalised = scratch["out"] = out.new_empty(out.shape)
+        torch.mm(logits, value, out=unnormalised)
+        torch.div(unnormalised, total, out=out)
+        if lse is not None:
+            torch.add(top.view(m), total.view(m).log(), out=lse)
+
+    def _attend_chunked(self, prompt_tokens: torch.Tensor, query_tokens: torch.Tensor,
+                        ensemble_groups: int | None, workspace: dict | None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention as explicit softmax blocks of one head and one half canvas each, run in
+        parallel by :func:`~seggpt_model.threads.run_parallel` (fp32 inference on CPU).
+
+        Each block writes the decomposed relative-position bias of its ``(M, N)`` logits with one
+        broadcast add of the two strided position terms, accumulates ``scale * q k^T`` onto it with
+        one GEMM, takes the softmax and multiplies by the values: GEMMs at head width ``C`` with
+        nothing padded, and a logits buffer that stays in cache, instead of the flash kernel at the
+        augmented width of :meth:`_attend_split`. Blocks: the prompt rows of each canvas against
+        all its keys (one softmax over ``Lp + Lq`` keys), each shared query half against its own
+        keys once, and each query half against the prompt keys of each of its canvases; the last
+        two are merged by their log-sum-exps as in :meth:`_attend_split`. Same arguments and
+        returns as :meth:`_attend_split`.
+        """
+        s, lp, _ = prompt_tokens.shape
+        sq, lq, _ = query_tokens.shape
+        r = s // sq
+        h, c = self.num_heads, self.head_dim
+        hh = self.grid[0] // 2
+        dtype, device = prompt_tokens.dtype, prompt_tokens.device
+        qp, qq, kv, gp, gq = self._chunk_buffers(workspace, s, sq, lp, dtype, device)
+        parts_p = self.qkv(prompt_tokens).view(s, lp, 3, h, c).permute(2, 0, 3, 1, 4)   # (3, S, h, Lp, C)
+        parts_q = self.qkv(query_tokens).view(sq, lq, 3, h, c).permute(2, 0, 3, 1, 4)  # (3, Sq, h, Lq, C)
+        qp.copy_(parts_p[0])
+        qq.copy_(parts_q[0])
+        kv[:, :, :, :lp].copy_(parts_p[1:])
+        kv[:, :, :, lp:].unflatten(1, (sq, r)).copy_(parts_q[1:].unsqueeze(2).expand(-1, -1, r, -1, -1, -1))
+        tables = self._reversed_rel_tables(dtype, divide_by_scale=False).t()          # (C, nt)
+        torch.mm(qp.view(-1, c), tables, out=gp.view(-1, gp.shape[-1]))
+        torch.mm(qq.view(-1, c), tables, out=gq.view(-1, gq.shape[-1]))
+        out_p = torch.empty(s, lp, h, c, dtype=dtype, device=device)
+        o_qq = torch.empty(sq, h, lq, c, dtype=dtype, device=device)
+        l_qq = torch.empty(sq, h, lq, dtype=dtype, device=device)
+        o_qp = torch.empty(s, h, lq, c, dtype=dtype, device=device)
+        l_qp = torch.empty(s, h, lq, dtype=dtype, device=device)
+        keys, values = kv[0], kv[1]
+        # the largest blocks first, so that the last ones to finish are small
+        blocks = [(qp[t, j], gp[t, j], 0, keys[t, j], values[t, j], 0, out_p[t, :, j], None)
+                  for t in range(s) for j in range(h)]
+        blocks += [(qq[t // r, j], gq[t // r, j], hh, keys[t, j, :lp], values[t, j, :lp], 0, o_qp[t, j], l_qp[t, j])
+                   for t in range(s) for j in range(h)]
+        blocks += [(qq[u, j], gq[u, j], hh, keys[u * r, j, lp:], values[u * r, j, lp:], hh, o_qq[u, j], l_qq[u, j])
+                   for u in range(sq) for j in range(h)]
+        scratch = workspace if workspace is not None else {}
+        run_parallel(lambda worker, block: self._attend_block(scratch.setdefault(("attention_scratch", worker), {}),
+                                                              *block), blocks)
+        weight = torch.sigmoid(l_qp.unflatten(0, (sq, r)) - l_qq.unsqueeze(1)).unsqueeze(-1)
+        merged = torch.lerp(o_qq.unsqueeze(1), o_qp.unflatten(0, (sq, r)), weight)  # (Sq, r, h, Lq, C)
+        g = s if ensemble_groups is None else ensemble_groups
+        out_q = torch.empty(g, lq, h, c, dtype=dtype, device=device)
+        if ensemble_groups is None:
+            out_q.transpose(1, 2).copy_(merged.view(s, h, lq, c))
+        else:
+            torch.mean(merged.view(g, s // g, h, lq, c), dim=1, out=out_q.transpose(1, 2))
+        return out_p, out_q
+
     def forward(self, prompt_tokens: torch.Tensor, query_tokens: torch.Tensor,
                 ensemble_groups: int | None = None, output_attentions: bool = False,
                 workspace: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -403,7 +527,8 @@ class SegGptAttention(nn.Module):
         sq, lq, _ = query_tokens.shape
         h, c = self.num_heads, self.head_dim
         if self._can_split(prompt_tokens, query_tokens, output_attentions):
-            out_p, out_q = self._attend_split(prompt_tokens, query_tokens, ensemble_groups, workspace)
+            attend = self._attend_chunked if prompt_tokens.dtype == torch.float32 else self._attend_split
+            out_p, out_q = attend(prompt_tokens, query_tokens, ensemble_groups, workspace)
             return out_p.reshape(s, lp, d), out_q.reshape(-1, lq, d), None
         qkv_p = self.qkv(prompt_tokens).view(s, lp, 3, h, c).permute(2, 0, 3, 1, 4)   # (3, S, h, Lp, C)
         qkv_q = self.qkv(query_tokens).view(sq, lq, 3, h, c).permute(2, 0, 3, 1, 4)  # (3, Sq, h, Lq, C)

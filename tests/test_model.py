@@ -157,9 +157,11 @@ def test_vit_large_one_prompt_matches_transformers(tmp_path):
 
 @pytest.mark.parametrize("heads, hidden, qkv_bias", [(2, 40, True), (2, 32, False)])
 def test_split_attention_equals_eager_formula(heads, hidden, qkv_bias):
-    """The inference kernel (keys split by half, log-sum-exp merge, shared query halves broadcast)
-    against the explicit softmax of the reference formula, for every layout the model uses.
-    Head width 20 needs zero padding of the augmented width (20 + 28 + 28 = 76 -> 80)."""
+    """The CPU inference kernels against the explicit softmax of the reference formula, for every
+    layout the model uses: the chunked kernel (fp32, blocks on two threads) and the flash kernel
+    with keys split by half (fp32 here, and bf16, which uses it by default), both merging by
+    log-sum-exp with shared query halves broadcast. Head width 20 needs zero padding of the
+    augmented width of the flash kernel (20 + 28 + 28 = 76 -> 80)."""
     from seggpt_model.layers import SegGptAttention
 
     cfg = SegGptConfig(hidden_size=hidden, num_attention_heads=heads, qkv_bias=qkv_bias, mlp_dim=64,
@@ -171,25 +173,37 @@ def test_split_attention_equals_eager_formula(heads, hidden, qkv_bias):
             p.copy_(torch.randn(p.shape, generator=g) / 4)
     half = 28 * 28
     prompts = torch.randn(4, half, hidden, generator=g)
-    for sq, groups in ((4, None), (4, 2), (4, 1), (2, 2), (1, 1)):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the chunked kernel's blocks run on two threads
+    workspace: dict = {}
+    for sq, groups in ((4, None), (4, 2), (4, 1), (2, 2), (1, 1), (1, 1)):  # the last reuses buffers
         queries = torch.randn(sq, half, hidden, generator=g)
         with torch.no_grad():
-            out_p, out_q, _ = attn(prompts, queries, groups)               # split kernel (CPU inference)
+            try:
+                out_p, out_q, _ = attn(prompts, queries, groups, workspace=workspace)  # chunked (fp32)
+                assert torch.get_num_threads() == 2
+            finally:
+                torch.set_num_threads(threads)
+            split_p, split_q = (attn.proj(out.flatten(2)) for out in       # flash kernel
+                                attn._attend_split(prompts, queries, groups, None))
             ref_p, ref_q, probs = attn(prompts, queries, groups, output_attentions=True)  # eager formula
         assert probs is not None
         assert out_q.shape == ref_q.shape == (groups or 4, half, hidden)
         assert (out_p - ref_p).abs().max() <= 3e-5
         assert (out_q - ref_q).abs().max() <= 3e-5
+        assert (split_p - ref_p).abs().max() <= 3e-5
+        assert (split_q - ref_q).abs().max() <= 3e-5
         fused_p, fused_q, _ = attn(prompts, queries, groups)                # autograd: one fused call
         assert fused_p.requires_grad
         assert (fused_p.detach() - ref_p).abs().max() <= 3e-5
         assert (fused_q.detach() - ref_q).abs().max() <= 3e-5
+    assert {key[0] for key in workspace} == {"chunked_attention", "attention_scratch"}
     low = SegGptAttention(cfg).eval().to(torch.bfloat16)
     low.load_state_dict(attn.state_dict())
     with torch.no_grad():
-        workspace: dict = {}
+        workspace = {}
         for _ in range(2):  # the second call reuses the buffers of the first
             low_p, low_q, _ = low(prompts.bfloat16(), queries.bfloat16(), 1, workspace=workspace)
             assert (low_p.float() - ref_p).abs().max() <= 0.05 * ref_p.abs().max()
             assert (low_q.float() - ref_q).abs().max() <= 0.05 * ref_q.abs().max()
-        assert workspace
+        assert {key[0] for key in workspace} == {"split_attention", "rel_pos"}
