@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -358,11 +359,19 @@ def test_actor_killed_mid_video_is_retried(ray_local, data, tiny_hf_dir, referen
 
 
 def test_killed_job_resumes(ray_local, data, tiny_hf_dir, reference, tmp_path):
-    """A ``vos batch`` subprocess joins the cluster and is SIGKILLed after its first video; a
-    second run with ``--resume`` (embedded local cluster) finishes the rest."""
+    """A ``vos batch`` subprocess joins the cluster and is SIGKILLed while its second video runs;
+    a second run with ``--resume`` (embedded local cluster) finishes the rest. The second video's
+    first mask is a FIFO until the kill, so the job is held inside that video however fast the
+    first one ran."""
+    root = tmp_path / "small"
+    shutil.copytree(data["small"], root)
+    held = root / "Annotations" / "480p" / "s2" / "00000.png"
+    mask_bytes = held.read_bytes()
+    held.unlink()
+    os.mkfifo(held)                         # opening it for reading blocks: s2 cannot finish
     out = tmp_path / "out"
     address = ray_local.get_runtime_context().gcs_address
-    common = [sys.executable, "-m", "vos.cli", "batch", str(data["small"]), "--output", str(out),
+    common = [sys.executable, "-m", "vos.cli", "batch", str(root), "--output", str(out),
               "--checkpoint", str(tiny_hf_dir), "--context", str(CONTEXT), "--num-actors", "1", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([*common, "--address", address], env=env, cwd=tmp_path,
@@ -372,6 +381,8 @@ def test_killed_job_resumes(ray_local, data, tiny_hf_dir, reference, tmp_path):
         while not read_batch_manifest(out / BATCH_MANIFEST) and time.monotonic() < deadline:
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.02)
+        time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()  # still inside s2
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
@@ -379,6 +390,8 @@ def test_killed_job_resumes(ray_local, data, tiny_hf_dir, reference, tmp_path):
     first = read_batch_manifest(out / BATCH_MANIFEST)
     assert list(first) == ["s1"] and first["s1"]["status"] == "ok"
     s1_files = {p.name: p.stat().st_mtime_ns for p in (out / "s1").iterdir()}
+    held.unlink()
+    held.write_bytes(mask_bytes)
 
     resumed = subprocess.run([*common, "--resume"], env=env, cwd=tmp_path, capture_output=True,
                              text=True, timeout=300)
