@@ -20,6 +20,17 @@ def pytest_configure(config):
     warnings.filterwarnings("ignore", message=".*torchvision.*")
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Every test leaves torch's thread count as it found it (an in-process ``VideoWorker`` sets it),
+    so that later tests run on the machine's cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -174,11 +174,11 @@ def test_split_attention_equals_eager_formula(heads, hidden, qkv_bias):
     half = 28 * 28
     prompts = torch.randn(4, half, hidden, generator=g)
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # the chunked kernel's blocks run on two threads
     workspace: dict = {}
     for sq, groups in ((4, None), (4, 2), (4, 1), (2, 2), (1, 1), (1, 1)):  # the last reuses buffers
         queries = torch.randn(sq, half, hidden, generator=g)
         with torch.no_grad():
+            torch.set_num_threads(2)  # the chunked kernel's blocks run on two threads
             try:
                 out_p, out_q, _ = attn(prompts, queries, groups, workspace=workspace)  # chunked (fp32)
                 assert torch.get_num_threads() == 2
