@@ -364,12 +364,7 @@ class SegGptAttention(nn.Module):
             torch.lerp(o_pq[..., :c], o_pp[cs, ..., :c], weight, out=out_p[cs].transpose(1, 2))
             weight = torch.sigmoid(l_qp - l_qq[qs]).to(dtype).unsqueeze(-1)
             torch.lerp(o_qq[qs, ..., :c].expand(n, -1, -1, -1), o_qp[..., :c], weight, out=merged_q[cs])
-        if ensemble_groups is None:
-            return out_p, merged_q.transpose(1, 2)
-        g = ensemble_groups
-        out_q = torch.empty(g, lq, h, c, dtype=dtype, device=device)
-        torch.mean(merged_q.view(g, s // g, h, lq, c), dim=1, out=out_q.transpose(1, 2))
-        return out_p, out_q
+        return out_p, _query_half_outputs(merged_q, ensemble_groups)
 
     def _chunk_buffers(self, workspace: dict | None, s: int, sq: int, half: int, dtype: torch.dtype,
                        device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -483,13 +478,7 @@ class SegGptAttention(nn.Module):
                                                               *block), blocks)
         weight = torch.sigmoid(l_qp.unflatten(0, (sq, r)) - l_qq.unsqueeze(1)).unsqueeze(-1)
         merged = torch.lerp(o_qq.unsqueeze(1), o_qp.unflatten(0, (sq, r)), weight)  # (Sq, r, h, Lq, C)
-        g = s if ensemble_groups is None else ensemble_groups
-        out_q = torch.empty(g, lq, h, c, dtype=dtype, device=device)
-        if ensemble_groups is None:
-            out_q.transpose(1, 2).copy_(merged.view(s, h, lq, c))
-        else:
-            torch.mean(merged.view(g, s // g, h, lq, c), dim=1, out=out_q.transpose(1, 2))
-        return out_p, out_q
+        return out_p, _query_half_outputs(merged.view(s, h, lq, c), ensemble_groups)
 
     def forward(self, prompt_tokens: torch.Tensor, query_tokens: torch.Tensor,
                 ensemble_groups: int | None = None, output_attentions: bool = False,
@@ -547,6 +536,19 @@ class SegGptAttention(nn.Module):
             g = ensemble_groups
             out_q = out_q.reshape(g, s // g, lq, h, c).mean(dim=1)                  # (G, Lq, h, C)
         return out_p, out_q.reshape(-1, lq, d), probs
+
+
+def _query_half_outputs(merged: torch.Tensor, ensemble_groups: int | None) -> torch.Tensor:
+    """``(S, h, Lq, C)`` query-half attention outputs of the CPU inference kernels as
+    ``(S, Lq, h, C)`` (a view), or averaged over each group of ``S // G`` consecutive canvases
+    (feature ensemble) into a new ``(G, Lq, h, C)``."""
+    if ensemble_groups is None:
+        return merged.transpose(1, 2)
+    s, h, lq, c = merged.shape
+    g = ensemble_groups
+    out = merged.new_empty(g, lq, h, c)
+    torch.mean(merged.view(g, s // g, h, lq, c), dim=1, out=out.transpose(1, 2))
+    return out
 
 
 def residual_linear(residual: torch.Tensor, inputs: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
