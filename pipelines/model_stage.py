@@ -13,46 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipelines.devices import resolve_device, resolve_dtype
 from seggpt_model import processing as P
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``auto`` / None -> ``cuda`` when available, else ``cpu``; ``cpu``, ``cuda``, ``cuda:N`` as given.
-
-    Raises:
-        ValueError: an unknown device string, or a CUDA device that is not available.
-    """
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name != "cpu" and not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
-        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA "
-                             f"device(s) exist")
-    return device
-
-
-def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    """``auto`` / None -> bfloat16 on CUDA, float32 on CPU; else float32, bfloat16 or float16.
-
-    Raises:
-        ValueError: an unknown dtype string.
-    """
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if name not in _DTYPES:
-        raise ValueError(f"unknown dtype {name!r}: use auto, float32, bfloat16 or float16")
-    return _DTYPES[name]
-
 
 @dataclass
 class PromptTensors:

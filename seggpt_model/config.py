@@ -7,6 +7,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Hub id of the public SegGPT checkpoint used when none is given (importable without torch).
+DEFAULT_CHECKPOINT = "BAAI/seggpt-vit-large"
+
 # Keys that transformers writes into config.json but that describe no architecture: accepted silently.
 _BOOKKEEPING_KEYS = frozenset({
     "architectures", "model_type", "dtype", "torch_dtype", "transformers_version", "_name_or_path",

@@ -30,11 +30,10 @@ from pathlib import Path
 
 import torch
 
-from .config import SegGptConfig
+from .config import DEFAULT_CHECKPOINT, SegGptConfig
 from .errors import CheckpointError
 from .model import SegGptForImageSegmentation, SegGptModel
 
-DEFAULT_CHECKPOINT = "BAAI/seggpt-vit-large"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
