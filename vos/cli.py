@@ -146,17 +146,24 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.formatwarning = lambda message, category, *a, **k: f"vos {args.command}: warning: {message}\n"
-    module = importlib.import_module(_COMMANDS[args.command])
-    from vos.errors import user_errors
+    from vos.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, terminate_on_sigterm
 
     try:
-        return int(module.main(args) or 0)
-    except user_errors() as exc:
-        print(f"vos {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        with terminate_on_sigterm():
+            module = importlib.import_module(_COMMANDS[args.command])
+            from vos.errors import user_errors
+
+            try:
+                return int(module.main(args) or 0)
+            except user_errors() as exc:
+                print(f"vos {args.command}: error: {exc}", file=sys.stderr)
+                return 2
+    except Terminated:
+        print(f"vos {args.command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"vos {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover
