@@ -108,8 +108,9 @@ def empty_round_trip(checkpoint: str, n: int = 50) -> float:
     import ray
 
     from pipelines.actors import actor_class
+    from vos.worker import VideoWorker
 
-    actor = actor_class(num_cpus=1).remote(checkpoint, "cpu", num_threads=1)
+    actor = actor_class(VideoWorker, num_cpus=1).remote(checkpoint, "cpu", num_threads=1)
     ray.get(actor.ready.remote())
     times = []
     job = {"name": "x", "video": "/nonexistent.mp4", "first_mask": "/nonexistent.png", "output": "/tmp"}
@@ -125,9 +126,10 @@ def actor_start(checkpoint: str) -> float:
     import ray
 
     from pipelines.actors import actor_class
+    from vos.worker import VideoWorker
 
     t = time.perf_counter()
-    actor = actor_class(num_cpus=1).remote(checkpoint, "cpu", num_threads=1)
+    actor = actor_class(VideoWorker, num_cpus=1).remote(checkpoint, "cpu", num_threads=1)
     ray.get(actor.ready.remote())
     dt = time.perf_counter() - t
     ray.kill(actor)

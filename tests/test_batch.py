@@ -231,7 +231,7 @@ def test_bad_options_fail_before_ray_starts(data, tmp_path, capsys, argv, needle
 
 
 def test_worker_runs_without_ray(data, tiny_hf_dir, reference, tmp_path):
-    from pipelines.actors import VideoWorker
+    from vos.worker import VideoWorker
 
     worker = VideoWorker(str(tiny_hf_dir), "cpu", num_threads=1)
     seq = data["davis"] / "JPEGImages" / "480p" / "gen-b"
@@ -402,6 +402,83 @@ def test_killed_job_resumes(ray_local, data, tiny_hf_dir, reference, tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in (out / "s1").iterdir()} == s1_files
     for seq in ("s1", "s2", "s3"):
         _assert_same(out / seq, reference.davis(data["small"], seq))
+    _assert_clean(out)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from ``/proc``): the local cluster's GCS, raylet, workers."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_sigterm_stops_batch_and_its_cluster(data, tiny_hf_dir, reference, tmp_path):
+    """``vos batch`` (its own local cluster) gets SIGTERM while car-shadow is half written: one line,
+    exit 143, no process of its cluster left, no temporary folder, the finished video logged; then
+    ``--resume`` completes with outputs identical to ``vos run``'s."""
+    root = _davis_root(tmp_path / "davis", {"s3": (4, 5)}, car=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("s3\ncar-shadow\n")
+    out = tmp_path / "out"
+    common = [sys.executable, "-m", "vos.cli", "batch", str(root), "--output", str(out),
+              "--checkpoint", str(tiny_hf_dir), "--context", str(CONTEXT), "--num-actors", "1", "--quiet"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.Popen(common, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "car-shadow never started"
+            tmp = list(out.glob(".car-shadow.tmp-*")) if out.is_dir() else []
+            if tmp and list(tmp[0].glob("0*.png")) and "s3" in read_batch_manifest(out / BATCH_MANIFEST):
+                break
+            time.sleep(0.02)
+        family = _descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.communicate()
+    err = err.decode(errors="replace")
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "vos batch: terminated", err
+    assert "SIGTERM received" not in err and "Traceback" not in err, err
+    assert family, "no cluster processes seen"
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in family) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in family if _alive(p)], "processes of the local cluster left"
+    _assert_clean(out)
+    first = read_batch_manifest(out / BATCH_MANIFEST)
+    assert list(first) == ["s3"] and first["s3"]["status"] == "ok"
+    assert sorted(p.name for p in out.iterdir()) == [BATCH_MANIFEST, "s3"]
+
+    resumed = subprocess.run([*common, "--resume"], env=env, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    lines = _manifest_lines(out)
+    assert [r["name"] for r in lines] == ["s3", "car-shadow"] and lines[0] == first["s3"]
+    _assert_same(out / "s3", reference.davis(data["small"], "s3"))
+    _assert_same(out / "car-shadow", reference.davis(data["davis"], "car-shadow"))
     _assert_clean(out)
 
 
