@@ -4,6 +4,11 @@ This is the only stage that imports torch. Its inputs and outputs at the stage b
 arrays (``(H, W, 3)`` uint8 frames, ``(H, W)`` uint8 label maps); between calls it keeps prompt
 tensors on the device (:class:`PromptTensors`), so a frame is preprocessed once however many later
 frames use it as a prompt.
+
+On CUDA the host arrays are copied into pinned (page-locked) memory and sent with
+``non_blocking=True``, so the copy overlaps the GPU work queued before it; the only point where the
+host waits for the device is :meth:`SegGptStage.to_frame`, where the labels come back. On CPU the
+tensors are used as they are (no copy, results bit-identical to a plain ``.to(device)``).
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipelines.devices import resolve_device, resolve_dtype
+from pipelines.devices import check_device_dtype, resolve_device, resolve_dtype
 from seggpt_model import processing as P
+
+__all__ = ["PromptTensors", "SegGptStage", "load_stage", "resolve_device", "resolve_dtype"]
+
 
 @dataclass
 class PromptTensors:
@@ -45,13 +53,21 @@ class SegGptStage:
         self.size = model.config.query_image_size
         self.embedding_type = embedding_type
         self._palettes: dict[int, torch.Tensor] = {}
+        self._pin = self.device.type == "cuda"
 
     # -- numpy -> device -------------------------------------------------------------------
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        """A host array on the model device: on CUDA through pinned memory, without waiting."""
+        t = torch.from_numpy(np.ascontiguousarray(array))
+        if self._pin:
+            # pinned memory from the caching host allocator stays reserved until the copy is done
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
+
     def _rgb_tensor(self, rgb: np.ndarray) -> torch.Tensor:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"frames must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device, non_blocking=True)
-        return t.permute(2, 0, 1)[None]                                        # (1, 3, H, W)
+        return self._to_device(rgb).permute(2, 0, 1)[None]                    # (1, 3, H, W)
 
     def palette(self, num_labels: int) -> torch.Tensor:
         """SegGPT palette ``(num_labels + 1, 3)`` uint8 on the device (cached)."""
@@ -63,7 +79,7 @@ class SegGptStage:
     def prompt(self, rgb: np.ndarray, labels: np.ndarray) -> PromptTensors:
         """Preprocess an annotated frame: ``(H, W, 3)`` uint8 and ``(H, W)`` labels ``0..K``."""
         image = P.preprocess_images(self._rgb_tensor(rgb), self.size, self.dtype)[0]
-        lab = torch.from_numpy(np.ascontiguousarray(labels)).to(self.device).long()[None]
+        lab = self._to_device(labels).long()[None]
         return PromptTensors(image=image, labels=P.resize_labels(lab, (self.size, self.size))[0])
 
     @torch.inference_mode()
@@ -115,7 +131,7 @@ class SegGptStage:
     @torch.inference_mode()
     def to_frame(self, labels: torch.Tensor, height: int, width: int) -> np.ndarray:
         """``(S, S)`` labels -> ``(height, width)`` uint8 numpy, nearest resize (as the reference
-        post-processing does)."""
+        post-processing does). The one place where the host waits for the device."""
         out = torch.nn.functional.interpolate(labels[None, None].float(), size=(height, width),
                                               mode="nearest")[0, 0]
         return out.to(torch.uint8).cpu().numpy()
@@ -124,7 +140,8 @@ class SegGptStage:
 def load_stage(checkpoint: str | None = None, device: str | None = None, dtype: str | None = None,
                embedding_type: str = "instance") -> SegGptStage:
     """Build a :class:`SegGptStage` from a checkpoint (anything ``seggpt_model.from_pretrained``
-    accepts; default ``BAAI/seggpt-vit-large``) on the resolved device and dtype.
+    accepts; default :data:`seggpt_model.config.DEFAULT_CHECKPOINT`) on the resolved device and
+    dtype (:func:`pipelines.devices.check_device_dtype`).
 
     Also tunes the process's C allocator for the model's large per-layer tensors
     (:func:`pipelines.allocator.keep_freed_memory`; ``VOS_MALLOC_TUNING=0`` opts out).
@@ -136,8 +153,7 @@ def load_stage(checkpoint: str | None = None, device: str | None = None, dtype: 
     from pipelines.allocator import keep_freed_memory
     from seggpt_model import DEFAULT_CHECKPOINT, from_pretrained
 
+    dev, dt = check_device_dtype(device, dtype)
     keep_freed_memory()
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
     model = from_pretrained(checkpoint or DEFAULT_CHECKPOINT, device=dev, dtype=dt)
     return SegGptStage(model, embedding_type=embedding_type)

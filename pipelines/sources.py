@@ -73,6 +73,7 @@ from typing import Iterator
 import numpy as np
 
 from pipelines.errors import VideoDecodeError
+from seggpt_model.errors import one_line
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -234,12 +235,6 @@ def open_source(path: str | os.PathLike, *, allow_partial: bool = False, fps: fl
 # --------------------------------------------------------------------------- video files
 
 
-def _one_line(exc: BaseException) -> str:
-    """A short single-line description of an (FFmpeg) exception."""
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return " ".join(str(text).split())
-
-
 def _orientation_from_matrix(m: np.ndarray) -> tuple[bool, bool, bool, float]:
     """``(transpose, flip_rows, flip_cols, angle)`` turning a frame upright.
 
@@ -260,8 +255,12 @@ class VideoFileSource(FrameSource):
     """Frames of a video file, decoded lazily with PyAV (FFmpeg) and converted to RGB.
 
     Prefer :func:`open_source`, which documents the arguments and errors.  Decoding uses
-    FFmpeg's own threads (``thread_type = "AUTO"``); only the frames the decoder needs for
-    reordering are held inside FFmpeg.  The first video stream that is not cover art is
+    FFmpeg's own threads (``thread_type = "AUTO"``: frame and slice threads; frames still come
+    out in order and are never shared between threads once returned); only the frames the
+    decoder needs for reordering are held inside FFmpeg.  Conversion to RGB (and a size change,
+    see below) is one swscale call through a :class:`~av.video.reformatter.VideoReformatter`
+    kept for the whole iteration, followed by at most one copy (a row-wise ``memcpy`` removing
+    FFmpeg's line padding, or the rotation).  The first video stream that is not cover art is
     used; if its resolution changes mid-stream, later frames are scaled to the first
     frame's size so that every frame has ``(height, width)``.
     """
@@ -271,6 +270,7 @@ class VideoFileSource(FrameSource):
         self.name = self.path.stem
         self.allow_partial = allow_partial
         self._warned_snap = False
+        self._reformatter = None  # av VideoReformatter: one swscale context for all frames
         self._pending: tuple | None = None  # (container, stream, decode iterator, first Frame)
         self._open_handles: set = set()
         state = self._open()
@@ -294,9 +294,9 @@ class VideoFileSource(FrameSource):
         try:
             container = av.open(str(path), mode="r")
         except av.error.FFmpegError as exc:
-            raise VideoDecodeError(f"{path}: not a readable video ({_one_line(exc)})") from None
+            raise VideoDecodeError(f"{path}: not a readable video ({one_line(exc)})") from None
         except OSError as exc:
-            raise VideoDecodeError(f"{path}: cannot read the file ({_one_line(exc)})") from None
+            raise VideoDecodeError(f"{path}: cannot read the file ({one_line(exc)})") from None
         try:
             fmt = container.format.name
             if fmt == "tty":
@@ -317,7 +317,7 @@ class VideoFileSource(FrameSource):
             except StopIteration:
                 pass
             except av.error.FFmpegError as exc:
-                raise VideoDecodeError(f"{path}: cannot decode the first frame ({_one_line(exc)})") from None
+                raise VideoDecodeError(f"{path}: cannot decode the first frame ({one_line(exc)})") from None
             if first_raw is None:
                 raise VideoDecodeError(f"{path}: the video stream has no decodable frames")
             if first_raw.is_corrupt:
@@ -422,11 +422,14 @@ class VideoFileSource(FrameSource):
     # ------------------------------------------------------------------ decoding
 
     def _to_rgb(self, frame) -> np.ndarray:
+        """``(height, width, 3)`` uint8 RGB of a decoded frame, upright, C-contiguous, writeable."""
         w, h = self._size
-        if (frame.width, frame.height) != (w, h):  # resolution change mid-stream: keep one size
-            arr = frame.to_ndarray(format="rgb24", width=w, height=h)
-        else:
-            arr = frame.to_ndarray(format="rgb24")
+        if self._reformatter is None:
+            from av.video.reformatter import VideoReformatter
+
+            self._reformatter = VideoReformatter()
+        # one size for every frame (a resolution change mid-stream is scaled to the first size)
+        arr = self._reformatter.reformat(frame, format="rgb24", width=w, height=h).to_ndarray()
         transpose, flip_rows, flip_cols = self._transform
         if transpose:
             arr = arr.transpose(1, 0, 2)
@@ -435,7 +438,12 @@ class VideoFileSource(FrameSource):
         if flip_cols:
             arr = arr[:, ::-1]
         if not (arr.flags.c_contiguous and arr.flags.writeable):
-            arr = np.array(arr, order="C", copy=True)
+            if not (transpose or flip_rows or flip_cols) and arr.strides[1:] == (3, 1):
+                # only line padding: copy whole rows (numpy copies 3-byte pixels one by one)
+                rows, cols = arr.shape[0], arr.shape[1] * 3
+                arr = arr.reshape(rows, cols).copy().reshape(arr.shape)
+            else:
+                arr = np.array(arr, order="C", copy=True)
         return arr
 
     def _pts(self, frame, previous: float | None, stream) -> float | None:
@@ -487,7 +495,7 @@ class VideoFileSource(FrameSource):
                 except StopIteration:
                     break
                 except av.error.FFmpegError as exc:
-                    self._problem(good, f"decoding failed: {_one_line(exc)}")
+                    self._problem(good, f"decoding failed: {one_line(exc)}")
                     return
                 if raw.is_corrupt:
                     self._problem(good, "the decoder flagged a damaged frame")
@@ -613,7 +621,7 @@ class FrameFolderSource(FrameSource):
         try:
             entries = [e for e in os.scandir(self.path)]
         except OSError as exc:
-            raise VideoDecodeError(f"{self.path}: cannot read the folder ({_one_line(exc)})") from None
+            raise VideoDecodeError(f"{self.path}: cannot read the folder ({one_line(exc)})") from None
         names = [
             e.name
             for e in entries
@@ -632,7 +640,7 @@ class FrameFolderSource(FrameSource):
         except VideoDecodeError:
             raise
         except Exception as exc:
-            raise VideoDecodeError(f"{self.files[0]}: cannot read the image ({_one_line(exc)})") from None
+            raise VideoDecodeError(f"{self.files[0]}: cannot read the image ({one_line(exc)})") from None
         self.height, self.width = first.shape[:2]
         self._first: np.ndarray | None = first
 
@@ -646,7 +654,7 @@ class FrameFolderSource(FrameSource):
                 try:
                     rgb = load_image(file)
                 except Exception as exc:
-                    reason = f"cannot read {file.name}: {_one_line(exc)}"
+                    reason = f"cannot read {file.name}: {one_line(exc)}"
                     if self.allow_partial:
                         warnings.warn(
                             f"{self.path}: corrupt after frame {index} ({reason}); "
@@ -656,7 +664,7 @@ class FrameFolderSource(FrameSource):
                         )
                         return
                     raise CorruptVideoError(
-                        f"{file}: corrupt frame after frame {index} ({_one_line(exc)}); "
+                        f"{file}: corrupt frame after frame {index} ({one_line(exc)}); "
                         f"allow_partial keeps the first {index} frames",
                         index,
                     ) from None

@@ -1,40 +1,62 @@
 """Writer stages: per-frame DAVIS palette PNGs, a lossless mask video and an H.264 overlay video.
 
-Every writer is a plain class with ``write(...)``, ``close()`` and ``abort()``:
+Every writer follows one protocol, :class:`FrameWriter`: ``write(frame, labels)``, ``close()`` and
+``abort()``, so a caller hands each result to all its writers alike::
 
-* ``close()`` finalises the output (flushes the encoder, renames the temporary file to the final
-  name); ``abort()`` removes what was written. Both are idempotent, and ``abort()`` after
-  ``close()`` does nothing.
+    for w in writers:
+        w.write(frame, labels)      # frame: pipelines.sources.Frame, labels: (H, W) uint8
+
+* Frames arrive in output order. ``frame.rgb`` is used by the overlay, ``frame.pts`` (seconds, or
+  ``None``) by the videos; the PNG writer names its files by its own running count
+  (``00000.png``, ``00001.png``, ...), not by ``frame.index``.
+* ``close()`` finalises the output (waits for pending encodes, flushes the encoder, renames the
+  temporary file to the final name); ``abort()`` removes what was written. Both are idempotent,
+  and ``abort()`` after ``close()`` does nothing.
 * As a context manager a writer calls ``close()`` when the block succeeds and ``abort()`` when it
   raises, so an interrupted run never leaves a file that looks finished.
 * Video writers write to ``<stem>.tmp<suffix>`` next to the final path (the real extension is kept
-  so FFmpeg picks the right muxer) and :func:`os.replace` it on ``close()``.
+  so FFmpeg picks the right muxer) and :func:`os.replace` it on ``close()``; PNGs are written with
+  :func:`seggpt_model.files.atomic_write`.
 * Constructors check that the output location can be written and raise
   :class:`~pipelines.errors.OutputError` (one line naming the path) otherwise; so do ``write`` and
-  ``close`` when the disk or the encoder fails. Bad arguments (shapes, dtypes) raise ``ValueError``.
+  ``close`` when the disk or the encoder fails. Bad arguments (shapes, dtypes) raise ``ValueError``
+  (a ``frame`` that is not a :class:`~pipelines.sources.Frame`: ``TypeError``).
 
 Label maps are ``(H, W)`` ``uint8`` arrays (0 background, 1..254 objects, 255 void); frames are
 ``(H, W, 3)`` ``uint8`` RGB. The palette is passed in by the caller (``vos.davis.davis_palette()``)
 so that ``pipelines`` does not import ``vos``. No torch here.
+
+Speed (issue 15: at 45 frames/s a writer has ~22 ms per frame): PNGs are encoded by a small thread
+pool (zlib and Pillow release the GIL), the overlay is blended only inside the labels' bounding box
+and drawn straight into the encoder's frame buffer, and each video writer keeps one swscale context
+for its colour conversion. ``benchmarks/bench_io.py`` measures the writers.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol, runtime_checkable
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from pipelines.errors import OutputError
+from pipelines.sources import Frame
+from seggpt_model.errors import one_line
+from seggpt_model.files import atomic_write
 
 __all__ = [
     "PNG_COMPRESS_LEVEL",
+    "FrameWriter",
     "PalettePngWriter",
     "MaskVideoWriter",
     "OverlayVideoWriter",
@@ -52,11 +74,6 @@ def temp_path_for(path: str | os.PathLike[str]) -> Path:
     """The temporary name a video writer uses for ``path``: ``dir/name.mp4`` -> ``dir/name.tmp.mp4``."""
     p = Path(path)
     return p.with_name(f"{p.stem}.tmp{p.suffix}")
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def _check_palette(palette: np.ndarray) -> np.ndarray:
@@ -126,7 +143,7 @@ def _prepare_file(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputError(f"{final}: cannot create its folder: {_one_line(e)}") from None
+        raise OutputError(f"{final}: cannot create its folder: {one_line(e)}") from None
     if not final.parent.is_dir():
         raise OutputError(f"{final}: its parent {final.parent} is not a directory")
     tmp = temp_path_for(final)
@@ -143,8 +160,43 @@ def _remove(path: Path) -> None:
         pass
 
 
+def _check_frame(frame: Frame) -> Frame:
+    if not isinstance(frame, Frame):
+        raise TypeError(f"frame must be a pipelines.sources.Frame, got {type(frame).__name__}")
+    if frame.index < 0:
+        raise ValueError(f"frame index must be >= 0, got {frame.index}")
+    return frame
+
+
+@runtime_checkable
+class FrameWriter(Protocol):
+    """The protocol of every writer stage (and of anything else a caller loops over as a writer).
+
+    Methods:
+        write(frame, labels): append one result. ``frame`` is the
+            :class:`~pipelines.sources.Frame` the labels belong to (``index``, ``pts`` in seconds or
+            ``None``, ``rgb`` ``(H, W, 3)`` uint8); ``labels`` is its ``(H, W)`` ``uint8`` label map
+            (0 background, 1..254 objects, 255 void; bool or in-range integer arrays are
+            converted). Frames arrive in output order. Returns ``None``. Raises ``ValueError``
+            (shapes, dtypes), ``TypeError`` (``frame`` not a ``Frame``),
+            :class:`~pipelines.errors.OutputError` (the output cannot be written; possibly for an
+            earlier frame when encoding runs in the background), ``RuntimeError`` (already closed
+            or aborted).
+        close(): finish the output so it appears under its final name; raises ``OutputError``
+            when that fails (and then leaves nothing behind). Idempotent.
+        abort(): remove everything written so far (also pending work). Idempotent; does
+            nothing after a successful ``close()``.
+    """
+
+    def write(self, frame: Frame, labels: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class _Writer:
-    """Shared close/abort/context-manager protocol."""
+    """Shared close/abort/context-manager code of the writers in this module."""
 
     _closed = False
     _aborted = False
@@ -168,6 +220,9 @@ class _Writer:
         if self._closed or self._aborted:
             raise RuntimeError(f"{type(self).__name__} is already {'closed' if self._closed else 'aborted'}")
 
+    def write(self, frame: Frame, labels: np.ndarray) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
     def close(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -180,102 +235,175 @@ class _Writer:
 # ----------------------------------------------------------------------------------------------
 
 
+def default_png_workers() -> int:
+    """Threads :class:`PalettePngWriter` encodes with by default: ``min(4, os.cpu_count())``."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 class PalettePngWriter(_Writer):
     """One palette-mode PNG per frame: ``out_dir/00000.png``, ``out_dir/00001.png``, ...
 
     The files are what DAVIS tools read: mode ``P``, 8-bit, pixel values = label ids, with the given
-    256-colour palette. Each file is written to ``NNNNN.tmp.png`` and renamed, so a file with the
-    final name is always complete; the whole folder is meant to be a temporary folder that the caller
-    renames when the run succeeds.
+    256-colour palette. The ``n``-th frame given to :meth:`write` (counting from 0) becomes
+    ``{n:05d}.png``. Each file is written with :func:`seggpt_model.files.atomic_write` (temporary
+    name in the same folder, then a rename), so a file with the final name is always complete; the
+    whole folder is meant to be a temporary folder that the caller renames when the run succeeds,
+    which is why the per-file ``fsync`` is off by default.
+
+    Encoding runs on a small thread pool (zlib and Pillow release the GIL), at most
+    ``2 * workers`` frames behind :meth:`write`. An encoding or disk error of a frame is raised as
+    :class:`~pipelines.errors.OutputError` from a later :meth:`write` or from :meth:`close`, which
+    then removes every PNG written; :meth:`abort` cancels pending frames, waits for the running
+    ones and removes every PNG.
 
     Args:
         out_dir: the folder to write into; created (with parents) if missing.
         palette: ``(256, 3)`` ``uint8`` RGB colours (``vos.davis.davis_palette()`` for DAVIS).
         compress_level: zlib level 0..9 (default :data:`PNG_COMPRESS_LEVEL`).
+        workers: encoding threads; ``None``: :func:`default_png_workers`; ``0``: encode inside
+            :meth:`write` (an error is then raised by the ``write`` of that frame).
+        fsync: flush each PNG to disk before its rename (off by default, see above).
 
     Raises:
         OutputError: ``out_dir`` cannot be created or written (e.g. a parent is a regular file).
-        ValueError: ``palette`` is not ``(256, 3)`` uint8.
+        ValueError: ``palette`` is not ``(256, 3)`` uint8, or a bad level or worker count.
     """
 
     def __init__(self, out_dir: str | os.PathLike[str], palette: np.ndarray,
-                 compress_level: int = PNG_COMPRESS_LEVEL) -> None:
+                 compress_level: int = PNG_COMPRESS_LEVEL, *, workers: int | None = None,
+                 fsync: bool = False) -> None:
         self.out_dir = Path(out_dir)
         self._palette = _check_palette(palette).tobytes()
         if not 0 <= int(compress_level) <= 9:
             raise ValueError(f"compress_level must be in 0..9, got {compress_level}")
         self.compress_level = int(compress_level)
+        self.workers = default_png_workers() if workers is None else int(workers)
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        self.fsync = bool(fsync)
         self._created_dir = not self.out_dir.exists()
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise OutputError(f"{self.out_dir}: cannot create output folder: {_one_line(e)}") from None
+            raise OutputError(f"{self.out_dir}: cannot create output folder: {one_line(e)}") from None
         if not self.out_dir.is_dir():
             raise OutputError(f"{self.out_dir}: exists and is not a folder")
         try:
             with tempfile.TemporaryFile(dir=self.out_dir):
                 pass
         except OSError as e:
-            raise OutputError(f"{self.out_dir}: output folder is not writable: {_one_line(e)}") from None
+            raise OutputError(f"{self.out_dir}: output folder is not writable: {one_line(e)}") from None
         self._shape: tuple[int, int] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: collections.deque[Future] = collections.deque()
+        self._error: OutputError | None = None
+        #: The PNG paths accepted so far, in frame order (those still being encoded included).
         self.written: list[Path] = []
 
     @property
     def count(self) -> int:
-        """Number of frames written so far."""
+        """Number of frames accepted by :meth:`write` so far."""
         return len(self.written)
 
     def path_for(self, index: int) -> Path:
         """``out_dir / f"{index:05d}.png"``."""
         return self.out_dir / f"{int(index):05d}.png"
 
-    def write(self, index: int, labels: np.ndarray) -> Path:
-        """Write frame ``index``'s label map to ``out_dir/{index:05d}.png``.
+    def _save(self, final: Path, data: bytes, size: tuple[int, int]) -> None:
+        """Encode one label map (``data``: its ``H * W`` bytes, ``size``: ``(W, H)``) to ``final``."""
+        im = Image.frombuffer("P", size, data, "raw", "P", 0, 1)
+        im.putpalette(self._palette)
+        try:
+            atomic_write(final, lambda f: im.save(f, format="PNG", compress_level=self.compress_level),
+                         fsync=self.fsync)
+        except OSError as e:
+            raise OutputError(f"{final}: cannot write: {one_line(e)}") from None
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise OutputError(str(self._error))
+
+    def _collect(self, future: Future) -> None:
+        """Wait for ``future``; keep its OutputError as the writer's first error."""
+        try:
+            future.result()
+        except OutputError as e:
+            if self._error is None:
+                self._error = e
+
+    def write(self, frame: Frame, labels: np.ndarray) -> None:
+        """Write the next label map to ``out_dir/{count:05d}.png``.
 
         Args:
-            index: frame number, ``>= 0``.
+            frame: the :class:`~pipelines.sources.Frame` the labels belong to (not used for the
+                file name, which follows the order of the calls).
             labels: ``(H, W)`` ``uint8`` label ids 0..255 (bool or other integer dtypes in range are
-                converted); every frame must have the shape of the first.
-
-        Returns:
-            the path written.
+                converted); every frame must have the shape of the first. Copied, so the caller may
+                reuse the array at once.
 
         Raises:
-            ValueError: bad index, shape or dtype.
-            OutputError: the file cannot be written.
+            ValueError: bad shape or dtype, or a negative ``frame.index``. TypeError: ``frame`` is
+                not a ``Frame``.
+            OutputError: this frame's file, or that of an earlier frame still being encoded, cannot
+                be written.
             RuntimeError: the writer was already closed or aborted.
         """
         self._check_open()
-        if int(index) < 0:
-            raise ValueError(f"frame index must be >= 0, got {index}")
+        _check_frame(frame)
+        self._raise_error()
         arr = _check_labels(labels, self._shape)
         self._shape = arr.shape  # type: ignore[assignment]
-        final = self.path_for(index)
-        tmp = final.with_name(f"{final.stem}.tmp.png")
-        im = Image.frombuffer("P", (arr.shape[1], arr.shape[0]), arr.tobytes(), "raw", "P", 0, 1)
-        im.putpalette(self._palette)
-        try:
-            im.save(tmp, format="PNG", compress_level=self.compress_level)
-            os.replace(tmp, final)
-        except OSError as e:
-            _remove(tmp)
-            raise OutputError(f"{final}: cannot write: {_one_line(e)}") from None
+        final = self.path_for(len(self.written))
+        job = (final, arr.tobytes(), (arr.shape[1], arr.shape[0]))
+        if self.workers == 0:
+            self._save(*job)
+            self.written.append(final)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="png-writer")
+        self._pending.append(self._pool.submit(self._save, *job))
         self.written.append(final)
-        return final
+        while self._pending and (self._pending[0].done() or len(self._pending) > 2 * self.workers):
+            self._collect(self._pending.popleft())
+        self._raise_error()
+
+    def _drain(self, cancel: bool) -> None:
+        """Finish (or with ``cancel``, drop) the pending encodes and stop the threads."""
+        while self._pending:
+            future = self._pending.popleft()
+            if not (cancel and future.cancel()):
+                if cancel:
+                    future.exception()  # wait; the file is removed anyway
+                else:
+                    self._collect(future)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def close(self) -> None:
-        """Finish (the PNGs are already complete; nothing is renamed here)."""
-        if not self._aborted:
-            self._closed = True
+        """Wait until every PNG is written.
+
+        Raises:
+            OutputError: a PNG could not be written; every PNG written is then removed (as by
+                :meth:`abort`).
+        """
+        if self._closed or self._aborted:
+            return
+        self._drain(cancel=False)
+        if self._error is not None:
+            self.abort()
+            self._raise_error()
+        self._closed = True
 
     def abort(self) -> None:
-        """Remove every PNG this writer wrote, and ``out_dir`` if it created it and it is empty."""
+        """Drop pending frames and remove every PNG this writer wrote, and ``out_dir`` if it created
+        it and it is empty."""
         if self._closed or self._aborted:
             return
         self._aborted = True
+        self._drain(cancel=True)
         for p in self.written:
             _remove(p)
-            _remove(p.with_name(f"{p.stem}.tmp.png"))
         if self._created_dir:
             try:
                 self.out_dir.rmdir()
@@ -305,7 +433,7 @@ class _VideoWriter(_Writer):
             self._container = av.open(str(self.tmp_path), mode="w", options=container_options)
         except (av.error.FFmpegError, OSError, ValueError) as e:
             _remove(self.tmp_path)
-            raise OutputError(f"{self.path}: cannot open for writing: {_one_line(e)}") from None
+            raise OutputError(f"{self.path}: cannot open for writing: {one_line(e)}") from None
         try:
             stream = self._container.add_stream(codec, rate=self.rate, options=codec_options)
             stream.width = width
@@ -316,7 +444,7 @@ class _VideoWriter(_Writer):
             self._stream = stream
         except (av.error.FFmpegError, ValueError) as e:
             self._discard()
-            raise OutputError(f"{self.path}: cannot set up the {codec} encoder: {_one_line(e)}") from None
+            raise OutputError(f"{self.path}: cannot set up the {codec} encoder: {one_line(e)}") from None
 
     def _next_ticks(self, pts: float | None) -> int:
         """Timestamp of the next frame in ticks of :attr:`time_base`.
@@ -345,7 +473,7 @@ class _VideoWriter(_Writer):
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
         except (av.error.FFmpegError, OSError) as e:
-            raise OutputError(f"{self.path}: cannot write video: {_one_line(e)}") from None
+            raise OutputError(f"{self.path}: cannot write video: {one_line(e)}") from None
 
     def _write_frame(self, frame: av.VideoFrame, pts: float | None) -> None:
         frame.pts = self._next_ticks(pts)
@@ -386,7 +514,7 @@ class _VideoWriter(_Writer):
             self._discard()
             if isinstance(e, OutputError):
                 raise
-            raise OutputError(f"{self.path}: cannot finish video: {_one_line(e)}") from None
+            raise OutputError(f"{self.path}: cannot finish video: {one_line(e)}") from None
         self._closed = True
 
     def abort(self) -> None:
@@ -424,29 +552,36 @@ class MaskVideoWriter(_VideoWriter):
         self._stream.codec_context.color_range = 2  # AVCOL_RANGE_JPEG: full range, no scaling
         self._stream.codec_context.thread_count = 0  # FFV1 level 3 encodes slices in parallel
 
-    def write(self, labels: np.ndarray, pts: float | None = None) -> None:
+    def write(self, frame: Frame, labels: np.ndarray) -> None:
         """Append one label map.
 
         Args:
+            frame: the :class:`~pipelines.sources.Frame` the labels belong to; its ``pts``
+                (seconds, or ``None``: one frame interval after the previous frame) times the video
+                frame, so variable frame rate timing is kept. ``frame.rgb`` is not used.
             labels: ``(H, W)`` ``uint8`` label ids 0..255, ``H, W = height, width``.
-            pts: presentation time in seconds (optional; keeps variable frame rate timing).
 
         Raises:
-            ValueError: wrong shape or dtype. OutputError: encoding or writing failed.
+            ValueError: wrong shape or dtype. TypeError: ``frame`` is not a ``Frame``.
+            OutputError: encoding or writing failed.
             RuntimeError: the writer was already closed or aborted.
         """
         self._check_open()
+        _check_frame(frame)
         arr = _check_labels(labels, (self.height, self.width))
-        self._write_frame(av.VideoFrame.from_ndarray(arr, format="gray"), pts)
+        self._write_frame(av.VideoFrame.from_ndarray(arr, format="gray"), frame.pts)
 
 
 def overlay_masks(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5,
-                  contours: bool = True) -> np.ndarray:
+                  contours: bool = True, out: np.ndarray | None = None) -> np.ndarray:
     """Blend coloured masks onto a frame.
 
     Every pixel with a non-zero label (void 255 included) becomes
-    ``(1 - alpha) * rgb + alpha * palette[label]``; with ``contours`` the pixels on the border of
-    each labelled region (a 4-neighbour has another label) are drawn in the opaque palette colour.
+    ``((256 - a) * rgb + a * palette[label] + 128) >> 8`` with ``a = round(256 * alpha)`` (that is
+    ``(1 - alpha) * rgb + alpha * palette[label]``, rounded); with ``contours`` the pixels on the
+    border of each labelled region (a 4-neighbour has another label) are drawn in the opaque palette
+    colour. Background pixels are copied unchanged. Only the bounding box of the non-zero labels is
+    computed.
 
     Args:
         rgb: ``(H, W, 3)`` ``uint8`` frame.
@@ -454,9 +589,11 @@ def overlay_masks(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, alph
         palette: ``(256, 3)`` ``uint8`` colours.
         alpha: mask opacity in 0..1.
         contours: draw region borders opaque.
+        out: optional ``(H, W, 3)`` ``uint8`` array (may be strided, e.g. a video frame's plane) to
+            draw into; every pixel of it is written. Must not overlap ``rgb``.
 
     Returns:
-        a new ``(H, W, 3)`` ``uint8`` array.
+        ``out``, or a new ``(H, W, 3)`` ``uint8`` array.
 
     Raises:
         ValueError: shapes or dtypes do not match, or alpha outside 0..1.
@@ -468,22 +605,44 @@ def overlay_masks(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, alph
     pal = _check_palette(palette)
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in 0..1, got {alpha}")
+    if out is None:
+        out = np.empty_like(img)
+    elif out.shape != img.shape or out.dtype != np.uint8:
+        raise ValueError(f"out must be an {img.shape} uint8 array, got {out.shape} {out.dtype}")
+    out[...] = img
+    rows = np.flatnonzero(lab.max(axis=1))
+    if rows.size == 0:
+        return out
+    r0, r1 = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(lab[r0:r1].max(axis=0))
+    c0, c1 = int(cols[0]), int(cols[-1]) + 1
     a = int(round(float(alpha) * 256))
-    out = img.copy()
-    mask = lab != 0
-    if mask.any():
-        colour = pal[lab[mask]].astype(np.uint16)
-        out[mask] = ((img[mask].astype(np.uint16) * (256 - a) + colour * a + 128) >> 8).astype(np.uint8)
-        if contours:
-            edge = np.zeros_like(mask)
-            dv = lab[1:, :] != lab[:-1, :]
-            dh = lab[:, 1:] != lab[:, :-1]
-            edge[1:, :] |= dv
-            edge[:-1, :] |= dv
-            edge[:, 1:] |= dh
-            edge[:, :-1] |= dh
-            edge &= mask
-            out[edge] = pal[lab[edge]]
+    # Per label: weight of the frame pixel and the rounded palette term; label 0 keeps the pixel
+    # exactly ((p * 256 + 128) >> 8 == p), so the box needs no mask. Max 255 * 256 + 128 < 2**16.
+    weight = np.full(256, 256 - a, np.uint16)
+    weight[0] = 256
+    term = pal.astype(np.uint16) * a + 128
+    term[0] = 128
+    box = lab[r0:r1, c0:c1]
+    blend = img[r0:r1, c0:c1].astype(np.uint16)
+    blend *= weight[box][..., None]
+    blend += term[box]
+    blend >>= 8
+    out[r0:r1, c0:c1] = blend
+    if contours:
+        # one pixel of margin: a border pixel's neighbour may lie just outside the box
+        e0, e1 = max(r0 - 1, 0), min(r1 + 1, lab.shape[0])
+        f0, f1 = max(c0 - 1, 0), min(c1 + 1, lab.shape[1])
+        sub = lab[e0:e1, f0:f1]
+        edge = np.zeros(sub.shape, dtype=bool)
+        dv = sub[1:, :] != sub[:-1, :]
+        dh = sub[:, 1:] != sub[:, :-1]
+        edge[1:, :] |= dv
+        edge[:-1, :] |= dv
+        edge[:, 1:] |= dh
+        edge[:, :-1] |= dh
+        edge &= sub != 0
+        out[e0:e1, f0:f1][edge] = pal[sub[edge]]
     return out
 
 
@@ -532,30 +691,42 @@ class OverlayVideoWriter(_VideoWriter):
         cc.color_primaries = 1  # AVCOL_PRI_BT709
         cc.color_trc = 1  # AVCOL_TRC_BT709
         cc.color_range = 1  # AVCOL_RANGE_MPEG (limited)
+        self._reformatter = VideoReformatter()  # one swscale context for every frame
 
-    def write(self, rgb: np.ndarray, labels: np.ndarray, pts: float | None = None) -> None:
-        """Blend ``labels`` onto ``rgb`` (see :func:`overlay_masks`) and append the frame.
+    def write(self, frame: Frame, labels: np.ndarray) -> None:
+        """Blend ``labels`` onto ``frame.rgb`` (see :func:`overlay_masks`) and append the frame.
+
+        The overlay is drawn straight into the encoder's RGB frame (no intermediate copy) and
+        converted to ``yuv420p`` by one swscale context kept for the whole video.
 
         Args:
-            rgb: ``(H, W, 3)`` ``uint8`` frame, ``H, W = height, width``.
+            frame: the :class:`~pipelines.sources.Frame`: ``rgb`` ``(H, W, 3)`` ``uint8`` with
+                ``H, W = height, width``; ``pts`` in seconds (or ``None``: one frame interval after
+                the previous frame). Given for every frame, the source's (possibly variable) timing
+                is kept, shifted so the first frame is at 0.
             labels: ``(H, W)`` ``uint8`` label ids.
-            pts: presentation time in seconds (optional). Given for every frame, the source's
-                (possibly variable) timing is kept, shifted so the first frame is at 0.
 
         Raises:
-            ValueError: wrong shapes or dtypes. OutputError: encoding or writing failed.
+            ValueError: wrong shapes or dtypes. TypeError: ``frame`` is not a ``Frame``.
+            OutputError: encoding or writing failed.
             RuntimeError: the writer was already closed or aborted.
         """
         self._check_open()
-        img = np.asarray(rgb)
+        _check_frame(frame)
+        img = np.asarray(frame.rgb)
         if img.shape != (self.height, self.width, 3):
             raise ValueError(f"rgb has shape {img.shape}, expected (H, W, 3) = "
                              f"({self.height}, {self.width}, 3)")
-        out = overlay_masks(img, labels, self.palette, self.alpha, self.contours)
         ew, eh = self.encoded_size
-        if (ew, eh) != (self.width, self.height):
-            out = np.pad(out, ((0, eh - self.height), (0, ew - self.width), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(out, format="rgb24")
-        frame = frame.reformat(format="yuv420p", src_colorspace="itu709", dst_colorspace="itu709",
-                               src_color_range="JPEG", dst_color_range="MPEG")
-        self._write_frame(frame, pts)
+        h, w = self.height, self.width
+        rgb_frame = av.VideoFrame(ew, eh, "rgb24")
+        canvas = rgb_frame.to_ndarray()  # a writable view of the frame's plane
+        overlay_masks(img, labels, self.palette, self.alpha, self.contours, out=canvas[:h, :w])
+        if ew != w:  # odd sizes: repeat the last column / row (edge padding)
+            canvas[:h, w] = canvas[:h, w - 1]
+        if eh != h:
+            canvas[h, :] = canvas[h - 1, :]
+        yuv = self._reformatter.reformat(rgb_frame, format="yuv420p", src_colorspace="itu709",
+                                         dst_colorspace="itu709", src_color_range="JPEG",
+                                         dst_color_range="MPEG")
+        self._write_frame(yuv, frame.pts)

@@ -19,7 +19,6 @@ Only numpy and Pillow are used here (no torch, no av), so importing this module 
 from __future__ import annotations
 
 import os
-import secrets
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -28,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from seggpt_model.errors import one_line
+from seggpt_model.files import atomic_write
 from vos.errors import MaskError
 
 __all__ = [
@@ -121,8 +122,7 @@ def _open_image(path: Path) -> Image.Image:
     except UnidentifiedImageError:
         raise MaskError(f"{path}: not an image Pillow can read (expected a PNG mask)") from None
     except (OSError, ValueError, SyntaxError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise MaskError(f"{path}: cannot decode image: {msg}") from None
+        raise MaskError(f"{path}: cannot decode image: {one_line(e)}") from None
     return im
 
 
@@ -203,8 +203,9 @@ def write_label_png(path: str | os.PathLike[str], labels: np.ndarray,
                     palette: np.ndarray | None = None) -> None:
     """Write a label map as a palette-mode PNG, atomically.
 
-    The PNG is written to a temporary file in the same folder and renamed over ``path`` with
-    :func:`os.replace`, so ``path`` either does not exist or is complete.
+    Written with :func:`seggpt_model.files.atomic_write` (a temporary file in the same folder,
+    flushed to disk and renamed over ``path``), so ``path`` either does not exist or is complete;
+    the file gets the usual umask permissions.
 
     Args:
         path: destination ``.png`` file; its folder must exist.
@@ -220,18 +221,7 @@ def write_label_png(path: str | os.PathLike[str], labels: np.ndarray,
     arr = _check_labels(labels)
     im = _to_p_image(arr)
     im.putpalette(_palette_bytes(palette))
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp.png")
-    try:
-        # os.open with 0o666 honours the umask (mkstemp would leave the final file 0600)
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
-            im.save(f, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda f: im.save(f, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
 
 
 def _to_p_image(arr: np.ndarray) -> Image.Image:

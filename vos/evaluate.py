@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from seggpt_model.errors import one_line
+from seggpt_model.files import atomic_write
 from vos import metrics
 from vos.errors import EvalError
 
@@ -481,18 +483,12 @@ def format_report(result: dict, subset: str = "val") -> str:
     return "\n".join(out)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _write_text(path: Path, text: str) -> None:
+    """:func:`seggpt_model.files.atomic_write` of ``text`` (UTF-8, newlines as given)."""
     try:
-        with open(tmp, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        atomic_write(path, text)
     except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise EvalError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise EvalError(f"cannot write {path}: {one_line(exc)}") from None
 
 
 def write_json(result: dict, path: str | os.PathLike) -> None:
@@ -504,7 +500,7 @@ def write_json(result: dict, path: str | os.PathLike) -> None:
     """
     path = Path(path)
     data = {k: result[k] for k in ("global", "per_object", "per_sequence")}
-    _atomic_write(path, json.dumps(data, indent=2) + "\n")
+    _write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_csvs(result: dict, csv_dir: str | os.PathLike, subset: str = "val") -> tuple[Path, Path]:
@@ -522,20 +518,20 @@ def write_csvs(result: dict, csv_dir: str | os.PathLike, subset: str = "val") ->
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EvalError(f"cannot create {d}: {exc.strerror or exc}") from None
+        raise EvalError(f"cannot create {d}: {one_line(exc)}") from None
     g_path = d / f"global_results-{subset}.csv"
     s_path = d / f"per-sequence_results-{subset}.csv"
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(GLOBAL_COLUMNS)
     w.writerow([f"{result['global'][c]:.3f}" for c in GLOBAL_COLUMNS])
-    _atomic_write(g_path, buf.getvalue())
+    _write_text(g_path, buf.getvalue())
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(PER_OBJECT_COLUMNS)
     for k, v in result["per_object"].items():
         w.writerow([k, f"{v['J-Mean']:.3f}", f"{v['F-Mean']:.3f}"])
-    _atomic_write(s_path, buf.getvalue())
+    _write_text(s_path, buf.getvalue())
     return g_path, s_path
 
 
@@ -551,7 +547,7 @@ def main(args) -> int:
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise EvalError(f"cannot create {parent}: {exc.strerror or exc}") from None
+            raise EvalError(f"cannot create {parent}: {one_line(exc)}") from None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", EvalWarning)
         try:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from seggpt_model.errors import one_line
 from vos.errors import MaskError, UserError
 
 DEFAULTS: dict[str, Any] = {
@@ -118,8 +119,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     try:
         return load_image(p)
     except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, ...)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{p}: cannot read the image ({reason})") from None
+        raise UserError(f"{p}: cannot read the image ({one_line(exc)})") from None
 
 
 def _check_readable(path: Path) -> None:
@@ -134,8 +134,7 @@ def _check_readable(path: Path) -> None:
         with Image.open(path):
             pass
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path}: cannot read the image ({reason})") from None
+        raise UserError(f"{path}: cannot read the image ({one_line(exc)})") from None
 
 
 def _prompt_labels(masks: list, num_labels: int | None) -> tuple[list[np.ndarray], np.ndarray, int]:
@@ -199,16 +198,17 @@ def _prompt_labels(masks: list, num_labels: int | None) -> tuple[list[np.ndarray
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write an RGB PNG atomically (temporary name in the same folder, then rename)."""
+    """Write an ``(H, W, 3)`` uint8 RGB PNG with :func:`seggpt_model.files.atomic_write`.
+
+    Raises:
+        OSError: the file cannot be written (nothing is left behind).
+    """
     from PIL import Image
 
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
-        Image.fromarray(rgb).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from seggpt_model.files import atomic_write
+
+    image = Image.fromarray(rgb)
+    atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
 def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
@@ -245,7 +245,7 @@ def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
     from pipelines.errors import OutputError
     from pipelines.writers import overlay_masks
     from vos.davis import davis_palette, read_first_mask, write_label_png
-    from vos.run import check_device_dtype
+    from vos.run import check_device_dtype  # pipelines.devices, errors as UserError
 
     queries = [Path(q) for q in queries]
     prompt_images = [Path(p) for p in prompt_images]
@@ -282,7 +282,7 @@ def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"{root}: output folder is not writable ({exc.strerror or exc})") from None
+        raise OutputError(f"{root}: output folder is not writable ({one_line(exc)})") from None
     if not os.access(root, os.W_OK):
         raise OutputError(f"{root}: output folder is not writable (permission denied)")
 
@@ -310,7 +310,7 @@ def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
                 _write_png(target, overlay_masks(rgb, ids, palette))
                 result.overlays.append(target)
         except OSError as exc:
-            raise OutputError(f"{target}: cannot write ({exc.strerror or exc})") from None
+            raise OutputError(f"{target}: cannot write ({one_line(exc)})") from None
     return result
 
 
