@@ -3,7 +3,9 @@
 Three measurements, each ``vos run`` in a fresh process so that its peak RSS (``VmHWM``) is its own:
 
 1. Memory against video length: generated videos of 100 and 1,000 frames (moving shapes, mp4),
-   tiny random checkpoint; peak RSS of the whole process for each length.
+   tiny random checkpoint; peak RSS of the whole process for each length, once with the mask on
+   frame 0 (``--first-mask``) and once on frame ``n - 5`` (``--mask``: frames ``0..n-6`` are
+   spilled to disk and segmented backward, so memory must stay flat in ``n`` as well).
 2. End-to-end against model-only frames/s on the real DAVIS ``car-shadow`` frames with the ViT-L
    architecture (random weights): ``manifest.json`` reports the model stage's own frames/s and the
    wall-clock frames/s from first decode to last PNG written.
@@ -96,15 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"Machine: {machine()}. Date: {today()}.", ""]
 
     # 1. memory against length
-    lines += ["Peak RSS of the whole `vos run` process (tiny random checkpoint, 320x240 mp4, context 2):", "",
-              "| frames | peak RSS (MiB) | end-to-end fps |", "|---|---|---|"]
+    lines += ["Peak RSS of the whole `vos run` process (tiny random checkpoint, 320x240 mp4, context 2), "
+              "mask on frame 0 and on frame n - 5 (backward pass over n - 5 frames spilled to disk):", "",
+              "| frames | peak RSS, mask on 0 (MiB) | end-to-end fps | peak RSS, mask on n - 5 (MiB) "
+              "| end-to-end fps |", "|---|---|---|---|---|"]
     for n in args.lengths:
         video = make_video(work / f"v{n}.mp4", n)
-        res = run_cli(["run", str(video), "--first-mask", str(mask), "--checkpoint", str(tiny),
-                       "--output", str(work / "out"), "--context", "2", "--quiet"])
-        manifest = json.loads((work / "out" / f"v{n}" / "manifest.json").read_text())
-        assert manifest["frames"] == n
-        lines.append(f"| {n} | {res['peak_rss_mib']:.0f} | {manifest['timings']['end_to_end_fps']:.2f} |")
+        row = [str(n)]
+        for prompt in (["--first-mask", str(mask)], ["--mask", f"{max(n - 5, 0)}:{mask}"]):
+            res = run_cli(["run", str(video), *prompt, "--checkpoint", str(tiny),
+                           "--output", str(work / "out"), "--context", "2", "--quiet"])
+            manifest = json.loads((work / "out" / f"v{n}" / "manifest.json").read_text())
+            assert manifest["frames"] == n
+            row += [f"{res['peak_rss_mib']:.0f}", f"{manifest['timings']['end_to_end_fps']:.2f}"]
+        lines.append(f"| {' | '.join(row)} |")
         print(lines[-1], flush=True)
 
     # 2. end to end vs model only, ViT-L

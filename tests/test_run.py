@@ -295,3 +295,62 @@ def test_config_file_defaults_and_flags(tmp_path):
     cfg.write_text("[1, 2]")
     with pytest.raises(UserError, match="JSON object"):
         resolve_options(args)
+
+
+# ----------------------------------------------------------------------------------------------
+# stopping: SIGTERM cleans up like Ctrl-C; after SIGKILL the next run removes the leftover
+
+def _start_run(tiny_hf_dir, frames: Path, mask: Path, out: Path, name: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "vos.cli", "run", str(frames), "--first-mask", str(mask),
+                             "--checkpoint", str(tiny_hf_dir), "--output", str(out), "--name", name,
+                             "--context", "2", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_png(proc: subprocess.Popen, out: Path, name: str, timeout_s: float = 300) -> None:
+    """Wait until the run's temporary folder holds a finished PNG."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if list(out.glob(f".{name}.tmp-*/*.png")):
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"vos run ended early ({proc.returncode}): {proc.communicate()[1]}")
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail("no PNG appeared in the temporary folder")
+
+
+def test_sigterm_removes_the_temporary_folder(tiny_hf_dir, shared_data, tmp_path):
+    import signal
+
+    frames, ann = _davis(shared_data, "car-shadow")
+    out = tmp_path / "out"
+    proc = _start_run(tiny_hf_dir, frames, ann / "00000.png", out, "car")
+    _wait_for_png(proc, out, "car")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "vos run: terminated"
+    assert list(out.iterdir()) == []                  # no .car.tmp-*, no car
+
+
+def test_sigkill_leftover_is_removed_by_the_next_run(tiny_hf_dir, shared_data, tmp_path):
+    frames, ann = _davis(shared_data, "car-shadow")
+    short = tmp_path / "short"
+    short.mkdir()
+    for f in sorted(frames.glob("*.jpg"))[:6]:
+        (short / f.name).symlink_to(f)
+    out = tmp_path / "out"
+    proc = _start_run(tiny_hf_dir, short, ann / "00000.png", out, "car")
+    _wait_for_png(proc, out, "car")
+    proc.kill()
+    proc.communicate(timeout=60)
+    left = [p.name for p in out.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".car.tmp-")       # a killed run cannot clean up
+    rc = _run(short, "--first-mask", ann / "00000.png", "--checkpoint", tiny_hf_dir, "--output", out,
+              "--name", "car", "--context", "2", "--quiet")
+    assert rc == 0
+    assert [p.name for p in out.iterdir()] == ["car"]
+    assert len(list((out / "car").glob("*.png"))) == 6

@@ -12,13 +12,37 @@ import importlib
 import sys
 
 RUN_EPILOG = """\
+masks on any frame: --mask K:FILE gives the label map of frame K (0-based index in decoding order,
+the number of the output PNG); repeat it for more frames; --first-mask FILE means --mask 0:FILE.
+A mask may add objects (tracked from frame K on) and correct known ones: output frame K is the
+annotation for the objects it holds, other tracked objects keep their predicted pixels where the
+annotation is background. Every annotated frame is a prompt (the --max-pinned most recent ones),
+the most recent predicted frames fill the rest of --context.
+backward: when the earliest mask is on frame A > 0, frames A-1 ... 0 are segmented in reverse
+order from it alone (as vos run would on the reversed frames A, A-1, ..., 0); objects first
+annotated on a frame K > A are not propagated backward before K. Frames 0..A-1 are kept on disk
+(in the output's temporary folder) meanwhile, not in memory.
+
 orientation: frames are rotated upright using the video's rotation metadata (display matrix)
-before segmentation, so the first mask must have the upright (displayed) orientation and size.
+before segmentation, so masks must have the upright (displayed) orientation and size.
 
 examples:
   vos run clip.mp4 --first-mask clip_00000.png
   vos run DAVIS/JPEGImages/480p/bike-packing --first-mask DAVIS/Annotations/480p/bike-packing/00000.png \\
           --output results --overlay bike.mp4
+  vos run clip.mp4 --mask 20:clip_00020.png --mask 55:new_object_00055.png
+"""
+
+MASK_EPILOG = """\
+prompts: --text (one object per text, in order), --example IMG --example-mask M (one object) or
+--classes C,... (one object per class of the SegFormer checkpoint's id2label); --instances gives
+each connected component its own id. An object whose mask comes out empty is an error.
+
+examples:
+  vos mask clip.mp4 --text "a black swan" --output clip_00000.png --overlay check.png
+  vos mask street.jpg --classes person,car --instances --output street_mask.png
+  vos mask clip.mp4 --frame 10 --example other.jpg --example-mask other_mask.png --output m.png
+  vos run clip.mp4 --first-mask clip_00000.png
 """
 
 
@@ -38,6 +62,35 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
 
 
+def _add_prompt_args(p: argparse.ArgumentParser, *, required: bool) -> argparse._MutuallyExclusiveGroup:
+    """First mask from words: --text / --example + --example-mask / --classes and their options
+    (``transformers`` models, the prompts extra). Returns the exclusive group of the prompt kinds
+    (``vos run`` adds ``--first-mask`` to it)."""
+    group = p.add_mutually_exclusive_group(required=required)
+    group.add_argument("--text", action="append", default=None, metavar="T",
+                       help="one object per text, ids 1, 2, ... in the order given (CLIPSeg; "
+                            "repeat for several objects)")
+    group.add_argument("--example", default=None, metavar="IMG",
+                       help="an example image of the object (CLIPSeg visual prompt); one object")
+    group.add_argument("--classes", action="append", default=None, metavar="C[,C...]",
+                       help="semantic class names of the --class-model (ADE20K: person,car,...), "
+                            "one object each, ids in the order given (SegFormer)")
+    p.add_argument("--example-mask", default=None, metavar="M",
+                   help="the object's mask in the --example image (any format --first-mask takes)")
+    p.add_argument("--instances", action="store_true",
+                   help="split each object into connected components (8-connected), one id each, "
+                        "largest first; components under 0.1%% of the frame are dropped")
+    p.add_argument("--threshold", type=float, default=None, metavar="P",
+                   help="--text/--example: a pixel is an object where its probability exceeds P "
+                        "(default: 0.4)")
+    p.add_argument("--text-model", default=None, metavar="ID_OR_PATH",
+                   help="CLIPSeg hub id or save_pretrained folder (default: CIDAS/clipseg-rd64-refined)")
+    p.add_argument("--class-model", default=None, metavar="ID_OR_PATH",
+                   help="SegFormer hub id or save_pretrained folder "
+                        "(default: nvidia/segformer-b5-finetuned-ade-640-640)")
+    return group
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``vos`` argument parser with its four subcommands."""
     parser = argparse.ArgumentParser(
@@ -52,15 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     # ---- vos run ---------------------------------------------------------------------------
     p = sub.add_parser(
-        "run", help="segment one video from its first frame's mask",
+        "run", help="segment one video from masks of its first (or any) frames",
         description="Stream one video (a file FFmpeg reads, or a folder of jpg/png frames sorted "
                     "by name) through SegGPT and write one DAVIS palette PNG per frame to "
                     "DIR/NAME/00000.png, ... plus DIR/NAME/manifest.json.",
         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("video", metavar="VIDEO", help="video file (mp4, mkv, webm, avi, mov) or frame folder")
-    p.add_argument("--first-mask", required=True, metavar="MASK",
+    p.add_argument("--first-mask", default=None, metavar="MASK",
                    help="first frame's annotation: DAVIS palette PNG, grayscale PNG of object ids "
-                        "(or 0/255), or RGB colour mask (one object per colour)")
+                        "(or 0/255), or RGB colour mask (one object per colour); same as --mask 0:MASK")
+    p.add_argument("--mask", dest="masks", action="append", default=None, metavar="K:FILE",
+                   help="annotation of frame K (0-based, decoding order), any --first-mask format; "
+                        "repeatable; frames before the earliest one are segmented backward from it "
+                        "(see below). At least one of --first-mask / --mask is needed")
+    p.add_argument("--max-pinned", type=int, default=None, metavar="P",
+                   help="annotated frames kept as prompts, the P most recent (default: 4)")
     p.add_argument("--output", default=None, metavar="DIR", help="output root (default: results)")
     p.add_argument("--name", default=None, metavar="NAME",
                    help="output sub-folder (default: the video's stem or the folder's name)")
@@ -129,11 +188,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, metavar="DIR", help="output folder (default: results)")
     p.add_argument("--overlay", action="store_true", help="also write an overlay PNG per query")
     _add_model_args(p)
+
+    # ---- vos mask --------------------------------------------------------------------------
+    p = sub.add_parser(
+        "mask", help="propose a first-frame mask from words, an example or class names",
+        description="Write the first-frame annotation a model proposes (CLIPSeg for --text and\n"
+                    "--example, SegFormer for --classes) as a DAVIS palette PNG at the frame's size,\n"
+                    "to look at, edit in any paint tool and pass to vos run --first-mask.\n"
+                    "Needs the prompts extra: pip install 'seggpt-vos[prompts]'.",
+        epilog=MASK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", metavar="IMAGE_OR_VIDEO",
+                   help="an image, a video file or a frame folder")
+    _add_prompt_args(p, required=True)
+    p.add_argument("--frame", type=int, default=0, metavar="N",
+                   help="for a video or frame folder: its frame N, upright as vos run sees it "
+                        "(default: 0)")
+    p.add_argument("--device", default=None, metavar="auto|cpu|cuda|cuda:N",
+                   help="device for the proposal model (default: auto = cuda if available, else cpu)")
+    p.add_argument("--dtype", default=None, metavar="auto|float32|bfloat16|float16",
+                   help="model precision (default: auto = bfloat16 on cuda, float32 on cpu)")
+    p.add_argument("--output", required=True, metavar="MASK.png", help="the mask PNG to write")
+    p.add_argument("--overlay", default=None, metavar="PNG",
+                   help="also write the frame with the coloured mask")
     return parser
 
 
 # subcommand -> module whose ``main(args) -> int`` runs it (imported lazily)
-_COMMANDS = {"run": "vos.run", "batch": "vos.batch", "eval": "vos.evaluate", "image": "vos.image"}
+_COMMANDS = {"run": "vos.run", "batch": "vos.batch", "eval": "vos.evaluate", "image": "vos.image",
+             "mask": "vos.mask"}
 
 
 def main(argv: list[str] | None = None) -> int:

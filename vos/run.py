@@ -1,12 +1,19 @@
 """``vos run``: stream one video through SegGPT and write DAVIS-format masks.
 
-Data flow (see ``shared/DESIGN.md``)::
+Data flow::
 
-    FrameSource (reader thread) -> [read-ahead queue] -> VideoSession + SegGptStage (this thread)
+    FrameSource (reader thread) -> [read-ahead queue] -> VideoPredictor + SegGptStage (this thread)
         -> [write-behind queue] -> writers (writer thread): palette PNGs, mask video, overlay
 
-Everything is written under a temporary folder ``DIR/.NAME.tmp-*`` that is renamed to ``DIR/NAME``
-only when every frame and the manifest are written; a failure removes it.
+Masks may be given on any frames (``--mask K:FILE``, :mod:`vos.predictor`). When the earliest one
+is on frame ``A > 0``, frames ``0..A-1`` are decoded to a spill folder (one ``.npy`` per frame,
+inside the run's temporary folder, so memory stays flat), segmented backward from ``A`` when frame
+``A`` arrives, and written in order ``0..A-1`` from the spill before the forward stream goes on.
+
+Everything is written under a temporary folder ``DIR/.NAME.tmp-HOST-PID-*``
+(:func:`seggpt_model.files.make_temp_dir`) that is renamed to ``DIR/NAME`` only when every frame
+and the manifest are written; any failure, Ctrl-C or SIGTERM (:mod:`vos.signals`) removes it, and a
+run left by a killed process is removed by the next run of the same name.
 """
 
 from __future__ import annotations
@@ -15,20 +22,21 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from seggpt_model.config import DEFAULT_CHECKPOINT
 from vos.errors import UserError
-from vos.session import DEFAULT_CONTEXT
+from vos.session import DEFAULT_CONTEXT, DEFAULT_MAX_PINNED
 
 DEFAULTS: dict[str, Any] = {
     "checkpoint": None,          # None -> seggpt_model.DEFAULT_CHECKPOINT
     "device": "auto",
     "dtype": "auto",
     "context": DEFAULT_CONTEXT,
+    "max_pinned": DEFAULT_MAX_PINNED,
     "per_object": False,
     "output": "results",
     "quiet": False,
@@ -107,70 +115,106 @@ def resolve_options(args, extra_defaults: dict[str, Any] | None = None) -> dict[
             config file and merged the same way.
 
     Raises:
-        UserError: bad config file, or a ``context`` that is not a positive integer.
+        UserError: bad config file, or a ``context`` or ``max_pinned`` that is not a positive
+            integer.
     """
     defaults = {**DEFAULTS, **(extra_defaults or {})}
     opts = merge_options(args, defaults, load_config_file(getattr(args, "config", None), known=defaults))
-    if not isinstance(opts["context"], int) or opts["context"] < 1:
-        raise UserError(f"--context must be a positive integer, got {opts['context']!r}")
+    for key in ("context", "max_pinned"):
+        value = opts[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be a positive integer, got {value!r}")
     return opts
 
 
 def check_device_dtype(device: str | None, dtype: str | None) -> None:
-    """Resolve ``--device`` and ``--dtype`` (see :mod:`pipelines.model_stage`) without loading anything.
+    """Resolve ``--device`` and ``--dtype`` (:func:`pipelines.devices.check_device_dtype`) without
+    loading anything.
 
     Raises:
         UserError: unknown device or dtype, or a CUDA device that is not available.
     """
-    from pipelines.model_stage import resolve_device, resolve_dtype
+    from pipelines.devices import check_device_dtype as check
 
     try:
-        resolve_dtype(dtype, resolve_device(device))
+        check(device, dtype)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
 
-def _make_temp_dir(root: Path, name: str) -> Path:
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
-    except OSError as exc:
-        from pipelines.errors import OutputError
+def parse_mask_args(values: list[str] | None) -> dict[int, str]:
+    """``--mask K:FILE`` values -> ``{K: FILE}`` (``K`` a 0-based frame index in decoding order).
 
-        raise OutputError(f"{root}: output folder is not writable ({exc.strerror or exc})") from None
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Rename the finished temporary folder to ``final``, replacing an older result.
-
-    ``mkdtemp`` made the folder 0700; it gets the permissions a plain ``mkdir`` would (umask), so
-    results on a shared file system are readable as usual.
+    Raises:
+        UserError: a value that is not ``K:FILE`` with ``K >= 0``, or two masks for one frame.
     """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    masks: dict[int, str] = {}
+    for value in values or []:
+        k, sep, path = str(value).partition(":")
+        if not sep or not k.strip().isdigit() or not path:
+            raise UserError(f"--mask {value!r}: expected K:FILE, K a frame index (0, 1, ...)")
+        k = int(k)
+        if k in masks:
+            raise UserError(f"--mask {value}: frame {k} has two masks ({masks[k]}, {path})")
+        masks[k] = path
+    return masks
 
 
-def run_video(video: str | os.PathLike, first_mask: str | os.PathLike, *, output: str | os.PathLike = "results",
-              name: str | None = None, checkpoint: str | None = None, device: str | None = "auto",
-              dtype: str | None = "auto", context: int = DEFAULT_CONTEXT, per_object: bool = False,
-              overlay: str | os.PathLike | None = None, mask_video: str | os.PathLike | None = None,
-              allow_partial: bool = False, quiet: bool = True, stage=None) -> RunResult:
-    """Segment every frame of one video from its first frame's mask (library form of ``vos run``).
+def annotation_paths(first_mask: str | os.PathLike | None,
+                     masks: dict[int | str, str | os.PathLike] | None) -> dict[int, Path]:
+    """The annotated frames of a run: ``first_mask`` is frame 0's mask, ``masks`` any frame's.
+
+    Args:
+        first_mask: ``--first-mask`` (or None).
+        masks: ``{frame index: path}``; keys may be ints or decimal strings (JSON job files).
+
+    Returns:
+        ``{frame index: path}`` in ascending frame order (at least one entry).
+
+    Raises:
+        UserError: no mask at all, a key that is not a frame index >= 0, or two masks for frame 0.
+    """
+    out: dict[int, Path] = {}
+    for key, path in (masks or {}).items():
+        text = str(key).strip()
+        if isinstance(key, bool) or not text.isdigit():
+            raise UserError(f"mask {path}: frame index {key!r} is not an integer >= 0")
+        if int(text) in out:
+            raise UserError(f"frame {int(text)} has two masks ({out[int(text)]}, {path})")
+        out[int(text)] = Path(path)
+    if first_mask is not None:
+        if 0 in out:
+            raise UserError(f"frame 0 has two masks: --first-mask {first_mask} and --mask 0:{out[0]}")
+        out[0] = Path(first_mask)
+    if not out:
+        raise UserError("no mask given: use --first-mask FILE or --mask K:FILE")
+    return dict(sorted(out.items()))
+
+
+def _outside(path: Path, k: int, frames: int) -> UserError:
+    return UserError(f"{path}: mask of frame {k} is outside the video ({frames} frames, 0..{frames - 1})")
+
+
+def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = None, *,
+              masks: dict[int, str | os.PathLike] | None = None, max_pinned: int = DEFAULT_MAX_PINNED,
+              output: str | os.PathLike = "results", name: str | None = None, checkpoint: str | None = None,
+              device: str | None = "auto", dtype: str | None = "auto", context: int = DEFAULT_CONTEXT,
+              per_object: bool = False, overlay: str | os.PathLike | None = None,
+              mask_video: str | os.PathLike | None = None, allow_partial: bool = False, quiet: bool = True,
+              stage=None) -> RunResult:
+    """Segment every frame of one video from masks of some of its frames (library form of ``vos run``).
 
     Args:
         video: video file or folder of frames.
-        first_mask: the first frame's annotation (see :func:`vos.davis.read_first_mask`).
+        first_mask: frame 0's annotation (see :func:`vos.davis.read_first_mask`); same as
+            ``masks={0: first_mask}``.
+        masks: ``{K: path}``: the annotation of frame ``K`` (0-based, decoding order), read like
+            ``first_mask``; the rules are those of :mod:`vos.predictor` (new objects tracked from
+            ``K`` on, corrections, backward propagation before the earliest annotation).
+        max_pinned: annotated frames kept as prompts (the most recent ones).
         output, name: results go to ``output/name`` (name defaults to the video's stem/folder).
         checkpoint, device, dtype: model to load when ``stage`` is None.
-        context: prompts per frame (first frame included).
+        context: prompts per frame (pinned annotated frames included).
         per_object: binary pass per object instead of one multi-colour pass.
         overlay: optional H.264 overlay video path; mask_video: optional FFV1 label video path.
         allow_partial: keep frames decoded before a corrupt part instead of failing.
@@ -178,36 +222,55 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike, *, output
         stage: an already loaded :class:`pipelines.model_stage.SegGptStage` (Ray actors reuse one).
 
     Returns:
-        :class:`RunResult`.
+        :class:`RunResult`; ``manifest["annotations"]`` lists every annotated frame.
 
     Raises:
-        UserError / MaskError, pipelines.errors.PipelineError (VideoDecodeError, OutputError),
-        seggpt_model.CheckpointError: bad input, output or checkpoint; no finished-looking output
-        is left behind.
+        UserError / MaskError: no mask, two masks for a frame, a mask that is unreadable, empty, of
+            another size or with more than 254 objects, a frame index outside the video (known
+            only once it is decoded), a bad ``context`` / ``max_pinned``;
+        pipelines.errors.PipelineError (VideoDecodeError, OutputError), seggpt_model.CheckpointError:
+            bad input, output or checkpoint. In every case (and on Ctrl-C / SIGTERM) no
+            finished-looking output is left behind.
     """
+    import numpy as np
     from tqdm import tqdm
 
+    from pipelines.errors import OutputError
     from pipelines.runner import PipelineStats, run_pipeline
-    from pipelines.sources import open_source
+    from pipelines.sources import Frame, FrameFolderSource, open_source
     from pipelines.writers import MaskVideoWriter, OverlayVideoWriter, PalettePngWriter
+    from seggpt_model.files import make_temp_dir, publish_dir, remove_stale_temps
     from vos.davis import davis_palette, read_first_mask
-    from vos.session import VideoSession
+    from vos.predictor import VideoPredictor
 
+    paths = annotation_paths(first_mask, masks)
+    for key, value in (("context", context), ("max_pinned", max_pinned)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be a positive integer, got {value!r}")
     if stage is None:  # check device and dtype before touching inputs or weights
         check_device_dtype(device, dtype)
     t_start = time.perf_counter()
     source = open_source(video, allow_partial=allow_partial)
     try:
-        mask = read_first_mask(first_mask, frame_size=(source.width, source.height))
+        size = (source.width, source.height)
+        if isinstance(source, FrameFolderSource):     # the frame count is known before decoding
+            for k, path in paths.items():
+                if k >= source.num_frames:
+                    raise _outside(path, k, source.num_frames)
+        annotations = {k: read_first_mask(path, frame_size=size) for k, path in paths.items()}
+        first = next(iter(annotations))               # A, the earliest annotated frame
         name = name or source.name
         root = Path(output)
         final = root / name
-        tmp = _make_temp_dir(root, name)
+        try:
+            remove_stale_temps(root, name)            # left by a killed earlier run
+            tmp = make_temp_dir(root, name)
+        except OSError as exc:
+            raise OutputError(f"{root}: output folder is not writable ({exc.strerror or exc})") from None
         writers: list = []
         try:
             palette = davis_palette()
-            pngs = PalettePngWriter(tmp, palette)
-            writers.append(pngs)
+            writers.append(PalettePngWriter(tmp, palette))
             fps = source.fps or 24.0
             if mask_video is not None:
                 writers.append(MaskVideoWriter(mask_video, source.width, source.height, fps))
@@ -218,57 +281,82 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike, *, output
                 from pipelines.model_stage import load_stage
 
                 if not quiet:
-                    print(f"loading SegGPT checkpoint {checkpoint or 'BAAI/seggpt-vit-large'}",
+                    print(f"loading SegGPT checkpoint {checkpoint or DEFAULT_CHECKPOINT}",
                           file=sys.stderr, flush=True)
                 stage = load_stage(checkpoint, device, dtype)
             load_s = time.perf_counter() - t_load
 
-            first_ids = mask.labels.copy()
-            if mask.void is not None:
-                first_ids[mask.void] = 255          # the first output equals the annotation
+            predictor = VideoPredictor(stage, source.height, source.width, context=context,
+                                       max_pinned=max_pinned, per_object=per_object)
+            for k, mask in annotations.items():
+                predictor.add_mask(k, mask.labels, mask.void)
+            spill = tmp / ".spill"          # frames 0..A-1 (rgb, then backward ids), one .npy each
+            spill_pts: list[float | None] = []
             records: list[dict] = []
-            session: list[VideoSession] = []
             bar = tqdm(total=source.num_frames, unit="frame", desc=name, disable=quiet,
                        dynamic_ncols=True, file=sys.stderr)
 
-            def process(frame):
-                if not session:
-                    session.append(VideoSession(stage, frame.rgb, mask.labels, mask.object_ids,
-                                                context=context, per_object=per_object))
-                    return frame, first_ids
-                return frame, session[0].step(frame.rgb)
+            def spilled(index: int, kind: str) -> Path:
+                return spill / f"{index:08d}.{kind}.npy"
 
-            def sink(item):
-                frame, ids = item
-                pngs.write(len(records), ids)
-                for w in writers[1:]:
-                    if isinstance(w, OverlayVideoWriter):
-                        w.write(frame.rgb, ids, pts=frame.pts)
-                    else:
-                        w.write(ids, pts=frame.pts)
+            def process(frame):
+                if frame.index < first:                 # before A: keep for the backward pass
+                    spill.mkdir(exist_ok=True)
+                    np.save(spilled(frame.index, "rgb"), frame.rgb, allow_pickle=False)
+                    spill_pts.append(frame.pts)
+                    return None
+                ids = predictor.step(frame.index, frame.rgb)
+                if frame.index == first and first > 0:
+                    rgbs = (np.load(spilled(k, "rgb")) for k in range(first - 1, -1, -1))
+                    for k, back in zip(range(first - 1, -1, -1), predictor.backward(rgbs)):
+                        np.save(spilled(k, "ids"), back, allow_pickle=False)
+                return frame, ids
+
+            def write(frame, ids):
+                for w in writers:
+                    w.write(frame, ids)
                 records.append({"index": len(records), "file": f"{len(records):05d}.png",
                                 "source_index": frame.index, "pts": frame.pts})
                 bar.update(1)
+
+            def sink(item):
+                if item is None:
+                    return
+                frame, ids = item
+                if frame.index == first:                # frames 0..A-1 first, in order, from the spill
+                    for k in range(first):
+                        write(Frame(k, spill_pts[k], np.load(spilled(k, "rgb"))), np.load(spilled(k, "ids")))
+                        spilled(k, "rgb").unlink()
+                        spilled(k, "ids").unlink()
+                write(frame, ids)
 
             stats = PipelineStats()
             try:
                 run_pipeline(source, process, sink, stats=stats)
             finally:
                 bar.close()
+            shutil.rmtree(spill, ignore_errors=True)
+            decoded = max(stats.items_read, len(records))
+            for k in predictor.pending_frames:        # K outside the video: known only now
+                raise _outside(paths[k], k, decoded)
+            for w in writers:
+                w.close()
             manifest = {
                 "video": str(Path(video).resolve()),
-                "first_mask": str(Path(first_mask).resolve()),
+                "first_mask": str(paths[0].resolve()) if 0 in paths else None,
+                "annotations": [{"frame": k, "mask": str(p.resolve()),
+                                 "objects": list(annotations[k].object_ids)} for k, p in paths.items()],
                 "name": name,
                 "frames": len(records),
                 "width": source.width,
                 "height": source.height,
                 "fps": source.fps,
-                "objects": list(mask.object_ids),
+                "objects": sorted(predictor.object_ids),
                 "settings": {
-                    "checkpoint": checkpoint or "BAAI/seggpt-vit-large",
+                    "checkpoint": checkpoint or DEFAULT_CHECKPOINT,
                     "device": str(stage.device), "dtype": str(stage.dtype).replace("torch.", ""),
-                    "context": context, "per_object": per_object, "embedding_type": stage.embedding_type,
-                    "allow_partial": allow_partial,
+                    "context": context, "max_pinned": max_pinned, "per_object": per_object,
+                    "embedding_type": stage.embedding_type, "allow_partial": allow_partial,
                 },
                 "outputs": {"overlay": str(overlay) if overlay else None,
                             "mask_video": str(mask_video) if mask_video else None},
@@ -281,10 +369,8 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike, *, output
                 "frame_list": records,
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-            for w in writers:
-                w.close()
-            _publish(tmp, final)
-        except BaseException:
+            publish_dir(tmp, final)
+        except BaseException:          # errors, Ctrl-C and SIGTERM (vos.signals.Terminated)
             for w in writers:
                 w.abort()
             shutil.rmtree(tmp, ignore_errors=True)
@@ -298,14 +384,18 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike, *, output
 def main(args) -> int:
     """``vos run`` entry point (see :func:`vos.cli.build_parser`)."""
     opts = resolve_options(args)
+    masks = parse_mask_args(getattr(args, "masks", None))
+    annotation_paths(getattr(args, "first_mask", None), masks)     # one-line errors before any work
     if getattr(args, "address", None):
-        from vos.batch import run_on_cluster
+        from vos.cluster import run_on_cluster
 
+        args.masks = masks
         result = run_on_cluster(args, opts)
     else:
-        result = run_video(args.video, args.first_mask, output=opts["output"], name=args.name,
-                           checkpoint=opts["checkpoint"], device=opts["device"], dtype=opts["dtype"],
-                           context=opts["context"], per_object=opts["per_object"], overlay=args.overlay,
+        result = run_video(args.video, args.first_mask, masks=masks, max_pinned=opts["max_pinned"],
+                           output=opts["output"], name=args.name, checkpoint=opts["checkpoint"],
+                           device=opts["device"], dtype=opts["dtype"], context=opts["context"],
+                           per_object=opts["per_object"], overlay=args.overlay,
                            mask_video=args.mask_video, allow_partial=args.allow_partial,
                            quiet=opts["quiet"])
     if not opts["quiet"]:

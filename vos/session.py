@@ -1,9 +1,14 @@
 """Per-video state of semi-supervised VOS with SegGPT: the prompt memory and the object ids.
 
 Prompt memory (SegGPT paper Sec. 4, video object segmentation; Painter ``inference_video``): the
-annotated first frame is always a prompt; the ``context - 1`` most recent frames with their
-predicted masks follow, first in first out. All prompts are fed as one batch with feature
-ensemble, so memory per video is bounded by ``context`` whatever the video's length.
+annotated frames are always prompts (*pinned*); the most recent frames with their predicted masks
+fill the rest of the ``context`` prompts, first in first out. All prompts are fed as one batch with
+feature ensemble, so memory per video is bounded by ``context`` whatever the video's length.
+
+With one annotation (the first frame) this is exactly the paper's setting: ``[first frame,
+context - 1 most recent predictions]``. :class:`vos.predictor.VideoPredictor` adds annotations on
+any frame (each one pinned, the most recent ``max_pinned`` of them kept); :class:`VideoSession` is
+the first-frame-only form ``vos run --first-mask`` has always used.
 """
 
 from __future__ import annotations
@@ -17,70 +22,124 @@ import numpy as np
 T = TypeVar("T")
 
 DEFAULT_CONTEXT = 8  # SegGPT paper's best DAVIS setting (first frame included)
+DEFAULT_MAX_PINNED = 4  # annotated frames kept as prompts when a video has more
 
 
 class PromptMemory(Generic[T]):
-    """The first (annotated) prompt, pinned, plus a FIFO of the ``context - 1`` most recent ones.
+    """Pinned (annotated) prompts plus a FIFO of the most recent predicted ones.
+
+    :meth:`prompts` is ``[pinned..., recent...]`` (oldest first in each part): the most recent
+    ``min(max_pinned, context)`` pinned items, then the most recent predicted items that fit in the
+    remaining ``context - n_pinned`` places. With one pinned item this is ``[first, context - 1 most
+    recent]``.
 
     Args:
-        context: prompts per query, first frame included (>= 1).
+        context: prompts per query, pinned ones included (>= 1).
+        max_pinned: pinned items kept; the oldest is dropped when one more is pinned (>= 1).
 
     Raises:
-        ValueError: ``context < 1``.
+        ValueError: ``context < 1`` or ``max_pinned < 1``.
     """
 
-    def __init__(self, context: int = DEFAULT_CONTEXT) -> None:
+    def __init__(self, context: int = DEFAULT_CONTEXT, max_pinned: int = DEFAULT_MAX_PINNED) -> None:
         if context < 1:
             raise ValueError(f"context must be >= 1, got {context}")
+        if max_pinned < 1:
+            raise ValueError(f"max_pinned must be >= 1, got {max_pinned}")
         self.context = context
-        self._first: T | None = None
+        self.max_pinned = max_pinned
+        self._pinned: deque[T] = deque(maxlen=max_pinned)
         self._recent: deque[T] = deque(maxlen=context - 1)
 
     def set_first(self, item: T) -> None:
-        """Pin the annotated frame (replaces any earlier first prompt and clears the FIFO)."""
-        self._first = item
+        """Start over from one annotated frame: it becomes the only pinned item, the FIFO is cleared."""
+        self._pinned.clear()
         self._recent.clear()
+        self._pinned.append(item)
+
+    def pin(self, item: T) -> None:
+        """Add an annotated frame (kept while it is among the ``max_pinned`` most recent ones)."""
+        self._pinned.append(item)
 
     def push(self, item: T) -> None:
         """Add the newest predicted frame, dropping the oldest beyond ``context - 1``."""
         if self.context > 1:
             self._recent.append(item)
 
+    @property
+    def pinned(self) -> tuple[T, ...]:
+        """The pinned items kept, oldest first (at most ``max_pinned``)."""
+        return tuple(self._pinned)
+
     def prompts(self) -> list[T]:
-        """``[first, oldest recent, ..., newest]``; at most ``context`` items.
+        """``[pinned oldest, ..., pinned newest, recent oldest, ..., recent newest]``; at most
+        ``context`` items.
 
         Raises:
-            RuntimeError: no first prompt was set.
+            RuntimeError: nothing was pinned yet.
         """
-        if self._first is None:
-            raise RuntimeError("the prompt memory has no first frame")
-        return [self._first, *self._recent]
+        if not self._pinned:
+            raise RuntimeError("the prompt memory has no annotated frame")
+        pinned = list(self._pinned)[-self.context:]
+        room = self.context - len(pinned)
+        recent = list(self._recent)[max(0, len(self._recent) - room):] if room else []
+        return [*pinned, *recent]
 
     def __len__(self) -> int:
-        return (self._first is not None) + len(self._recent)
+        return len(self.prompts()) if self._pinned else 0
 
     def __iter__(self) -> Iterator[T]:
         return iter(self.prompts())
 
 
 class ObjectIds:
-    """Maps the annotation's object ids (any of 1..254, kept in the output) to model labels 1..K.
+    """Maps the annotations' object ids (any of 1..254, kept in the output) to model labels 1..K.
+
+    The first ids (constructor) get labels ``1..k`` in ascending id order; ids added later
+    (:meth:`add`) get the next labels, so a label never changes once given. SegGPT paints label
+    ``j`` of ``K`` in colour ``j`` of its ``K``-colour palette; prompts keep label maps, so all of
+    them are repainted when ``K`` grows (:meth:`pipelines.model_stage.SegGptStage.segment`).
 
     Args:
-        object_ids: sorted distinct ids of the first mask's objects.
+        object_ids: distinct ids of the first annotation's objects.
+
+    Raises:
+        ValueError: no ids, repeated ids, or ids outside 1..254.
     """
 
     def __init__(self, object_ids: tuple[int, ...] | list[int]) -> None:
         ids = sorted(int(i) for i in object_ids)
-        if not ids or ids[0] < 1 or ids[-1] > 254 or len(set(ids)) != len(ids):
+        if not ids:
             raise ValueError(f"object ids must be distinct values in 1..254, got {object_ids}")
-        self.object_ids = tuple(ids)
+        self.object_ids: tuple[int, ...] = ()
         self._to_labels = np.zeros(256, dtype=np.uint8)
-        self._to_labels[ids] = np.arange(1, len(ids) + 1, dtype=np.uint8)
-        self._to_ids = np.array([0, *ids], dtype=np.uint8)
+        self._to_ids = np.zeros(1, dtype=np.uint8)
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"object ids must be distinct values in 1..254, got {object_ids}")
+        self.add(ids)
+
+    def add(self, object_ids) -> tuple[int, ...]:
+        """Give the ids not known yet the next labels (ascending id order); returns those new ids.
+
+        Raises:
+            ValueError: an id outside 1..254.
+        """
+        ids = sorted({int(i) for i in object_ids})
+        if ids and (ids[0] < 1 or ids[-1] > 254):
+            raise ValueError(f"object ids must be in 1..254, got {list(object_ids)}")
+        new = tuple(i for i in ids if not self._to_labels[i])
+        start = len(self.object_ids) + 1
+        self._to_labels[list(new)] = np.arange(start, start + len(new), dtype=np.uint8)
+        self._to_ids = np.array([0, *self.object_ids, *new], dtype=np.uint8)
+        self.object_ids = (*self.object_ids, *new)
+        return new
+
+    def __contains__(self, object_id: int) -> bool:
+        return 0 < int(object_id) < 256 and bool(self._to_labels[int(object_id)])
 
     @property
     def num_objects(self) -> int:
+        """K, the number of objects (model labels ``1..K``)."""
         return len(self.object_ids)
 
     def to_labels(self, ids: np.ndarray) -> np.ndarray:
@@ -90,6 +149,26 @@ class ObjectIds:
     def to_ids(self, labels: np.ndarray) -> np.ndarray:
         """``(H, W)`` labels ``0..K`` -> ``(H, W)`` uint8 object ids."""
         return self._to_ids[labels]
+
+
+def segment_frame(stage, memory: PromptMemory, ids: ObjectIds, rgb: np.ndarray,
+                  per_object: bool = False):
+    """Segment one frame from the prompts in ``memory`` (SegGPT feature ensemble over all of them).
+
+    Args:
+        stage: a :class:`pipelines.model_stage.SegGptStage` (or anything with its methods).
+        memory: the prompts (:class:`~pipelines.model_stage.PromptTensors`), annotated first.
+        ids: the object ids of the prompts' labels (``K = ids.num_objects``).
+        rgb: ``(H, W, 3)`` uint8 frame.
+        per_object: one binary pass per object instead of one multi-colour pass.
+
+    Returns:
+        ``(object_ids, prompt)``: the ``(H, W)`` uint8 object ids of the frame, and the frame with
+        its prediction as a prompt for later frames (not added to ``memory``).
+    """
+    query = stage.query(rgb)
+    labels = stage.segment(query, memory.prompts(), ids.num_objects, per_object)
+    return ids.to_ids(stage.to_frame(labels, rgb.shape[0], rgb.shape[1])), stage.as_prompt(query, labels)
 
 
 class VideoSession:
@@ -103,6 +182,9 @@ class VideoSession:
         object_ids: the objects to track (ids present in ``first_ids``).
         context: prompts per frame, first frame included.
         per_object: one binary pass per object instead of one multi-colour pass.
+
+    Raises:
+        ValueError: the frame and the mask differ in size, or bad ``object_ids`` / ``context``.
     """
 
     def __init__(self, stage, first_rgb: np.ndarray, first_ids: np.ndarray, object_ids,
@@ -120,11 +202,13 @@ class VideoSession:
         """Segment the next frame: ``(H, W, 3)`` uint8 -> ``(H, W)`` uint8 object ids.
 
         The frame and its prediction then join the prompt memory.
+
+        Raises:
+            ValueError: the frame's size differs from the first frame's.
         """
         if rgb.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame size {rgb.shape[1]}x{rgb.shape[0]} differs from the first frame's "
                              f"{self.width}x{self.height}")
-        query = self.stage.query(rgb)
-        labels = self.stage.segment(query, self.memory.prompts(), self.ids.num_objects, self.per_object)
-        self.memory.push(self.stage.as_prompt(query, labels))
-        return self.ids.to_ids(self.stage.to_frame(labels, self.height, self.width))
+        out, prompt = segment_frame(self.stage, self.memory, self.ids, rgb, self.per_object)
+        self.memory.push(prompt)
+        return out
