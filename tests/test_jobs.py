@@ -145,8 +145,11 @@ def test_worker_passes_only_set_run_options(tmp_path, monkeypatch):
                           "first_mask": None, "context": 2, "overlay": None})
     assert rec["status"] == "ok" and rec["text"] == ["a car"] and rec["frames"] == 3
     video, kwargs = calls[-1]
+    prompt, proposer = kwargs.pop("prompt"), kwargs.pop("proposer")
     assert video == "/v.mp4" and kwargs == {"output": str(tmp_path), "name": "a", "checkpoint": "ck",
-                                            "quiet": True, "stage": stage, "text": ["a car"], "context": 2}
+                                            "quiet": True, "stage": stage, "context": 2}
+    assert prompt.texts == ("a car",) and prompt.kind == "text" and prompt.threshold is None
+    assert proposer is worker._proposer()                 # loaded once per worker
     worker.process({"name": "b", "video": "/v.mp4", "output": str(tmp_path), "first_mask": "/m.png",
                     "masks": {4: "/m4.png"}, "per_object": False})
     assert {k: v for k, v in calls[-1][1].items() if k in RUN_KEYS} == {

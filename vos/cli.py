@@ -1,8 +1,10 @@
-"""The ``vos`` command line: ``vos run``, ``vos batch``, ``vos eval`` and ``vos image``.
+"""The ``vos`` command line: ``vos run``, ``vos batch``, ``vos eval``, ``vos image`` and ``vos mask``.
 
 Only argparse is imported at start so that ``vos --help`` is instant; each subcommand imports its
 implementation module (and with it torch, av or ray) when it runs. Errors caused by bad input are
-printed as one line ``vos <cmd>: error: <message>`` and exit with code 2.
+printed as one line ``vos <cmd>: error: <message>`` and exit with code 2; Ctrl-C and SIGTERM stop a
+command cleanly (:mod:`vos.signals`) with ``vos <cmd>: interrupted`` (130) or ``vos <cmd>:
+terminated`` (143).
 """
 
 from __future__ import annotations
@@ -46,17 +48,21 @@ examples:
 """
 
 
+def _add_device_args(p: argparse.ArgumentParser, what: str = "the models") -> None:
+    p.add_argument("--device", default=None, metavar="auto|cpu|cuda|cuda:N",
+                   help=f"device for {what} (default: auto = cuda if available, else cpu)")
+    p.add_argument("--dtype", default=None, metavar="auto|float32|bfloat16|float16",
+                   help="model precision (default: auto = bfloat16 on cuda, float32 on cpu)")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, metavar="ID_OR_PATH",
                    help="hub repo id, hub-layout folder, .safetensors file or Painter .pth "
                         "(default: BAAI/seggpt-vit-large)")
-    p.add_argument("--device", default=None, metavar="auto|cpu|cuda|cuda:N",
-                   help="device for the model (default: auto = cuda if available, else cpu)")
-    p.add_argument("--dtype", default=None, metavar="auto|float32|bfloat16|float16",
-                   help="model precision (default: auto = bfloat16 on cuda, float32 on cpu)")
+    _add_device_args(p)
     p.add_argument("--context", type=int, default=None, metavar="N",
-                   help="prompts per frame: the first frame plus the N-1 most recent predictions "
-                        "(default: 8)")
+                   help="prompts per frame: the annotated frames (see --max-pinned of vos run) "
+                        "plus the most recent predictions (default: 8)")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="JSON file of defaults for these options (command-line flags win)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
@@ -92,11 +98,11 @@ def _add_prompt_args(p: argparse.ArgumentParser, *, required: bool) -> argparse.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``vos`` argument parser with its four subcommands."""
+    """The ``vos`` argument parser with its five subcommands."""
     parser = argparse.ArgumentParser(
         prog="vos",
         description="Video object segmentation with SegGPT: give a video and its first frame's "
-                    "mask, get a DAVIS-format mask for every frame.",
+                    "mask (or a few words), get a DAVIS-format mask for every frame.",
     )
     from vos import __version__
 
@@ -111,13 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "DIR/NAME/00000.png, ... plus DIR/NAME/manifest.json.",
         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("video", metavar="VIDEO", help="video file (mp4, mkv, webm, avi, mov) or frame folder")
-    p.add_argument("--first-mask", default=None, metavar="MASK",
-                   help="first frame's annotation: DAVIS palette PNG, grayscale PNG of object ids "
-                        "(or 0/255), or RGB colour mask (one object per colour); same as --mask 0:MASK")
+    group = _add_prompt_args(p, required=False)
+    group.add_argument("--first-mask", default=None, metavar="MASK",
+                       help="first frame's annotation: DAVIS palette PNG, grayscale PNG of object ids "
+                            "(or 0/255), or RGB colour mask (one object per colour); same as "
+                            "--mask 0:MASK. Or propose it from words: --text, --example, --classes "
+                            "(frame 0's mask from CLIPSeg / SegFormer, as vos mask writes it)")
     p.add_argument("--mask", dest="masks", action="append", default=None, metavar="K:FILE",
                    help="annotation of frame K (0-based, decoding order), any --first-mask format; "
                         "repeatable; frames before the earliest one are segmented backward from it "
-                        "(see below). At least one of --first-mask / --mask is needed")
+                        "(see below). At least one of --first-mask / --mask / --text / --example "
+                        "/ --classes is needed")
     p.add_argument("--max-pinned", type=int, default=None, metavar="P",
                    help="annotated frames kept as prompts, the P most recent (default: 4)")
     p.add_argument("--output", default=None, metavar="DIR", help="output root (default: results)")
@@ -178,11 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     # ---- vos image -------------------------------------------------------------------------
     p = sub.add_parser(
-        "image", help="segment images from one or more prompt image/mask pairs",
-        description="One-shot or few-shot (feature ensemble) in-context segmentation of images.")
+        "image", help="segment images from one or more prompt image/mask pairs (or words)",
+        description="One-shot or few-shot (feature ensemble) in-context segmentation of images. "
+                    "With --text/--example/--classes the prompt masks are proposed on the prompt "
+                    "images (default: the first query) by CLIPSeg or SegFormer (prompts extra).")
     p.add_argument("queries", nargs="+", metavar="QUERY", help="images to segment")
-    p.add_argument("--prompt-image", nargs="+", required=True, metavar="P", help="prompt images")
-    p.add_argument("--prompt-mask", nargs="+", required=True, metavar="M", help="prompt masks")
+    p.add_argument("--prompt-image", nargs="+", default=None, metavar="P",
+                   help="prompt images (with a word prompt: default the first QUERY)")
+    group = _add_prompt_args(p, required=True)
+    group.add_argument("--prompt-mask", nargs="+", default=None, metavar="M",
+                       help="prompt masks, one per --prompt-image; or propose them from words with "
+                            "--text, --example/--example-mask or --classes")
     p.add_argument("--num-labels", type=int, default=None, metavar="N",
                    help="classes besides background when masks are label maps (palette colours)")
     p.add_argument("--output", default=None, metavar="DIR", help="output folder (default: results)")
@@ -203,10 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame", type=int, default=0, metavar="N",
                    help="for a video or frame folder: its frame N, upright as vos run sees it "
                         "(default: 0)")
-    p.add_argument("--device", default=None, metavar="auto|cpu|cuda|cuda:N",
-                   help="device for the proposal model (default: auto = cuda if available, else cpu)")
-    p.add_argument("--dtype", default=None, metavar="auto|float32|bfloat16|float16",
-                   help="model precision (default: auto = bfloat16 on cuda, float32 on cpu)")
+    _add_device_args(p, "the proposal model")
     p.add_argument("--output", required=True, metavar="MASK.png", help="the mask PNG to write")
     p.add_argument("--overlay", default=None, metavar="PNG",
                    help="also write the frame with the coloured mask")

@@ -202,6 +202,7 @@ def run_on_cluster(args, opts: dict[str, Any]):
         UserError: bad input (the worker's one-line message), cluster problems (:class:`ClusterError`).
     """
     from vos.jobs import check_name, default_name
+    from vos.first_mask import prompt_from_args
     from vos.pool import run_jobs
     from vos.run import RunResult
 
@@ -224,6 +225,17 @@ def run_on_cluster(args, opts: dict[str, Any]):
            "overlay": absolute(getattr(args, "overlay", None)),
            "mask_video": absolute(getattr(args, "mask_video", None)), "max_pinned": opts.get("max_pinned"),
            "return_manifest": True}
+    prompt = prompt_from_args(args)
+    if prompt is not None:                    # frame 0's mask from words, proposed on the actor
+        extra = [flag for flag, on in (("--example", prompt.example_image or prompt.example_mask),
+                                       ("--instances", prompt.instances),
+                                       ("--threshold", prompt.threshold is not None),
+                                       ("--text-model", prompt.text_model),
+                                       ("--class-model", prompt.class_model)) if on]
+        if extra:
+            raise UserError(f"--address takes --text and --classes with their defaults; "
+                            f"{', '.join(extra)} only run in-process (vos mask, then --first-mask)")
+        job.update(text=list(prompt.check().texts) or None, classes=list(prompt.classes) or None)
     with ray_session(args.address) as ray:
         cls, kwargs, _ = actor_setup(ray, checkpoint=opts.get("checkpoint"), device=device, dtype=dtype,
                                      n_jobs=1, num_actors=1)

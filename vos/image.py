@@ -211,17 +211,35 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
+def _proposed_masks(rgbs: list[np.ndarray], paths: list[Path], mask_prompt, proposer, device, dtype):
+    """The prompt masks proposed from words, one per prompt image, as :class:`vos.davis.FirstMask`."""
+    from vos.davis import FirstMask
+    from vos.first_mask import FirstMaskProposer
+
+    if proposer is None:
+        proposer = FirstMaskProposer(device=device, dtype=dtype)
+    masks = []
+    for rgb, path in zip(rgbs, paths, strict=True):
+        labels, _ = proposer.propose(rgb, mask_prompt, where=str(path))
+        ids = tuple(int(i) for i in np.unique(labels) if i)
+        masks.append(FirstMask(labels=labels, object_ids=ids, void=None, path=path, mode="L",
+                               kind="ids", source_size=(rgb.shape[1], rgb.shape[0])))
+    return masks
+
+
 def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
                    output: str | os.PathLike = "results", num_labels: int | None = None,
                    overlay: bool = False, checkpoint: str | None = None, device: str | None = "auto",
                    dtype: str | None = "auto", context: int | None = None, quiet: bool = True,
-                   stage=None) -> ImageResult:
+                   stage=None, mask_prompt=None, proposer=None) -> ImageResult:
     """Segment query images from prompt image/mask pairs (library form of ``vos image``).
 
     Args:
         queries: image files to segment.
         prompt_images, prompt_masks: equally many files; pair i is ``(prompt_images[i],
             prompt_masks[i])``. One pair is one-shot, several are few-shot (feature ensemble).
+            With ``mask_prompt``, ``prompt_masks`` must be empty and ``prompt_images`` may be
+            (then the first query is the prompt image).
         output: folder for ``STEM.png`` (and ``STEM_overlay.png``) per query.
         num_labels: masks hold class ids ``0..num_labels`` (semantic); None: objects (module doc).
         overlay: also write overlay PNGs.
@@ -229,6 +247,12 @@ def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
         context: use at most this many prompt pairs (the first ones; a warning names the rest).
         quiet: no progress bar.
         stage: an already loaded :class:`pipelines.model_stage.SegGptStage`.
+        mask_prompt: a :class:`vos.first_mask.MaskPrompt` (``--text``, ``--example`` or
+            ``--classes``): each prompt image's mask is proposed from it
+            (:func:`vos.first_mask.propose_first_mask`) instead of read from a file, so words
+            give SegGPT its in-context example.
+        proposer: a :class:`vos.first_mask.FirstMaskProposer` with the proposal models loaded
+            (None: loaded on ``device``/``dtype`` when ``mask_prompt`` is given).
 
     Returns:
         :class:`ImageResult`.
@@ -252,7 +276,13 @@ def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
     prompt_masks = [Path(m) for m in prompt_masks]
     if not queries:
         raise UserError("no query image given")
-    if not prompt_images or len(prompt_images) != len(prompt_masks):
+    if mask_prompt is not None:
+        mask_prompt.check()
+        if prompt_masks:
+            raise UserError("give either --prompt-mask or a word prompt (--text, --example, "
+                            "--classes), not both")
+        prompt_images = prompt_images or queries[:1]
+    elif not prompt_images or len(prompt_images) != len(prompt_masks):
         raise UserError(f"--prompt-image and --prompt-mask must be given in pairs: got "
                         f"{len(prompt_images)} prompt image(s) and {len(prompt_masks)} prompt mask(s)")
     if num_labels is not None and not 1 <= int(num_labels) <= MAX_LABELS:
@@ -274,8 +304,11 @@ def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
         _check_readable(q)
 
     rgbs = [read_image(p) for p in prompt_images]
-    masks = [read_first_mask(m, frame_size=(rgb.shape[1], rgb.shape[0]))
-             for m, rgb in zip(prompt_masks, rgbs, strict=True)]
+    if mask_prompt is not None:
+        masks = _proposed_masks(rgbs, prompt_images, mask_prompt, proposer, device, dtype)
+    else:
+        masks = [read_first_mask(m, frame_size=(rgb.shape[1], rgb.shape[0]))
+                 for m, rgb in zip(prompt_masks, rgbs, strict=True)]
     labels, out_ids, k = _prompt_labels(masks, num_labels)
 
     root = Path(output)
@@ -316,8 +349,15 @@ def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
 
 def main(args) -> int:
     """``vos image`` entry point (see :func:`vos.cli.build_parser`)."""
+    from vos.first_mask import prompt_from_args
+
     opts = resolve_options(args)
-    result = segment_images(args.queries, args.prompt_image, args.prompt_mask, output=opts["output"],
+    mask_prompt = prompt_from_args(args)
+    if mask_prompt is None and not args.prompt_mask:
+        raise UserError("give --prompt-image/--prompt-mask pairs, or --text, --example/--example-mask "
+                        "or --classes to propose the prompt masks")
+    result = segment_images(args.queries, args.prompt_image or [], args.prompt_mask or [],
+                            mask_prompt=mask_prompt, output=opts["output"],
                             num_labels=opts["num_labels"], overlay=bool(args.overlay),
                             checkpoint=opts["checkpoint"], device=opts["device"], dtype=opts["dtype"],
                             context=opts["context"], quiet=opts["quiet"])

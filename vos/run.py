@@ -161,15 +161,19 @@ def parse_mask_args(values: list[str] | None) -> dict[int, str]:
 
 
 def annotation_paths(first_mask: str | os.PathLike | None,
-                     masks: dict[int | str, str | os.PathLike] | None) -> dict[int, Path]:
+                     masks: dict[int | str, str | os.PathLike] | None, *,
+                     frame0_prompt: bool = False) -> dict[int, Path]:
     """The annotated frames of a run: ``first_mask`` is frame 0's mask, ``masks`` any frame's.
 
     Args:
         first_mask: ``--first-mask`` (or None).
         masks: ``{frame index: path}``; keys may be ints or decimal strings (JSON job files).
+        frame0_prompt: frame 0's mask comes from a word prompt (``--text`` ...): no file for
+            frame 0 may be given, and no file at all is needed.
 
     Returns:
-        ``{frame index: path}`` in ascending frame order (at least one entry).
+        ``{frame index: path}`` in ascending frame order (at least one entry unless
+        ``frame0_prompt``).
 
     Raises:
         UserError: no mask at all, a key that is not a frame index >= 0, or two masks for frame 0.
@@ -186,13 +190,48 @@ def annotation_paths(first_mask: str | os.PathLike | None,
         if 0 in out:
             raise UserError(f"frame 0 has two masks: --first-mask {first_mask} and --mask 0:{out[0]}")
         out[0] = Path(first_mask)
-    if not out:
-        raise UserError("no mask given: use --first-mask FILE or --mask K:FILE")
+    if frame0_prompt and 0 in out:
+        raise UserError(f"frame 0 has two masks: the word prompt (--text/--example/--classes) and "
+                        f"{out[0]}")
+    if not out and not frame0_prompt:
+        raise UserError("no mask given: use --first-mask FILE, --mask K:FILE, or propose frame 0's "
+                        "mask with --text, --example/--example-mask or --classes")
     return dict(sorted(out.items()))
 
 
 def _outside(path: Path, k: int, frames: int) -> UserError:
     return UserError(f"{path}: mask of frame {k} is outside the video ({frames} frames, 0..{frames - 1})")
+
+
+def _propose_frame0(source, video, prompt, proposer, device, dtype):
+    """Frame 0's mask proposed from a word prompt, as a :class:`vos.davis.FirstMask`, and the
+    proposal's info for the manifest.
+
+    Frame 0 is decoded by a separate iteration of ``source`` (a video is re-opened for the run).
+
+    Raises:
+        pipelines.errors.VideoDecodeError: no frame to decode; the errors of
+            :func:`vos.first_mask.propose_first_mask`.
+    """
+    from pipelines.errors import VideoDecodeError
+    from vos.davis import FirstMask
+    from vos.first_mask import propose_first_mask
+
+    frames = iter(source)
+    try:
+        frame = next(frames, None)
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
+    if frame is None:
+        raise VideoDecodeError(f"{video}: no frame to decode")
+    labels, info = propose_first_mask(frame.rgb, prompt, proposer=proposer, device=device, dtype=dtype,
+                                      where=f"frame 0 of {video}")
+    ids = tuple(sorted(int(obj["id"]) for obj in info["objects"]))
+    mask = FirstMask(labels=labels, object_ids=ids, void=None, mode="L", kind="proposed",
+                     source_size=(labels.shape[1], labels.shape[0]))
+    return mask, info
 
 
 def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = None, *,
@@ -201,7 +240,7 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
               device: str | None = "auto", dtype: str | None = "auto", context: int = DEFAULT_CONTEXT,
               per_object: bool = False, overlay: str | os.PathLike | None = None,
               mask_video: str | os.PathLike | None = None, allow_partial: bool = False, quiet: bool = True,
-              stage=None) -> RunResult:
+              stage=None, prompt=None, proposer=None) -> RunResult:
     """Segment every frame of one video from masks of some of its frames (library form of ``vos run``).
 
     Args:
@@ -220,6 +259,12 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
         allow_partial: keep frames decoded before a corrupt part instead of failing.
         quiet: no progress bar.
         stage: an already loaded :class:`pipelines.model_stage.SegGptStage` (Ray actors reuse one).
+        prompt: a :class:`vos.first_mask.MaskPrompt` (texts, an example or class names): frame 0's
+            mask is proposed from it (:func:`vos.first_mask.propose_first_mask`) and the run then
+            goes exactly as with ``first_mask`` that mask; the manifest's ``prompt`` records the
+            prompt, the model, the threshold and each object's pixel count.
+        proposer: a :class:`vos.first_mask.FirstMaskProposer` with its models loaded (reused across
+            videos); None loads them on ``device``/``dtype`` when ``prompt`` is given.
 
     Returns:
         :class:`RunResult`; ``manifest["annotations"]`` lists every annotated frame.
@@ -243,7 +288,9 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
     from vos.davis import davis_palette, read_first_mask
     from vos.predictor import VideoPredictor
 
-    paths = annotation_paths(first_mask, masks)
+    if prompt is not None:
+        prompt.check()
+    paths = annotation_paths(first_mask, masks, frame0_prompt=prompt is not None)
     for key, value in (("context", context), ("max_pinned", max_pinned)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise UserError(f"--{key.replace('_', '-')} must be a positive integer, got {value!r}")
@@ -258,6 +305,10 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                 if k >= source.num_frames:
                     raise _outside(path, k, source.num_frames)
         annotations = {k: read_first_mask(path, frame_size=size) for k, path in paths.items()}
+        proposal = None
+        if prompt is not None:                        # frame 0's mask from words
+            annotations[0], proposal = _propose_frame0(source, video, prompt, proposer, device, dtype)
+            annotations = dict(sorted(annotations.items()))
         first = next(iter(annotations))               # A, the earliest annotated frame
         name = name or source.name
         root = Path(output)
@@ -344,8 +395,10 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
             manifest = {
                 "video": str(Path(video).resolve()),
                 "first_mask": str(paths[0].resolve()) if 0 in paths else None,
-                "annotations": [{"frame": k, "mask": str(p.resolve()),
-                                 "objects": list(annotations[k].object_ids)} for k, p in paths.items()],
+                "annotations": [{"frame": k, "mask": str(paths[k].resolve()) if k in paths else None,
+                                 "proposed": k not in paths, "objects": list(mask.object_ids)}
+                                for k, mask in annotations.items()],
+                "prompt": proposal,
                 "name": name,
                 "frames": len(records),
                 "width": source.width,
@@ -383,9 +436,15 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
 
 def main(args) -> int:
     """``vos run`` entry point (see :func:`vos.cli.build_parser`)."""
+    from vos.first_mask import prompt_from_args
+
     opts = resolve_options(args)
     masks = parse_mask_args(getattr(args, "masks", None))
-    annotation_paths(getattr(args, "first_mask", None), masks)     # one-line errors before any work
+    prompt = prompt_from_args(args)
+    if prompt is not None:
+        prompt.check()
+    annotation_paths(getattr(args, "first_mask", None), masks,      # one-line errors before any work
+                     frame0_prompt=prompt is not None)
     if getattr(args, "address", None):
         from vos.cluster import run_on_cluster
 
@@ -397,7 +456,7 @@ def main(args) -> int:
                            device=opts["device"], dtype=opts["dtype"], context=opts["context"],
                            per_object=opts["per_object"], overlay=args.overlay,
                            mask_video=args.mask_video, allow_partial=args.allow_partial,
-                           quiet=opts["quiet"])
+                           quiet=opts["quiet"], prompt=prompt)
     if not opts["quiet"]:
         def fps(v):
             return f"{v:.2f}" if v else "n/a"

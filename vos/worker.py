@@ -21,7 +21,8 @@ from pipelines.actors import ModelWorker, node_info
 from seggpt_model.errors import one_line
 from vos.errors import UserError, user_errors
 
-__all__ = ["VideoWorker", "VideoRecord", "failed_record", "JOB_KEYS", "PROMPT_KEYS", "RUN_KEYS"]
+__all__ = ["VideoWorker", "VideoRecord", "failed_record", "JOB_KEYS", "PROMPT_KEYS", "RUN_KEYS",
+           "WORD_PROMPT_KEYS"]
 
 #: Prompt fields of a job (at least one of them is set; see :mod:`vos.jobs`).
 PROMPT_KEYS = ("first_mask", "masks", "text", "classes")
@@ -31,7 +32,9 @@ RUN_KEYS = (*PROMPT_KEYS, "context", "per_object", "allow_partial", "overlay", "
             "max_pinned")
 #: Keys of a job dict (see :meth:`VideoWorker.process`); ``name``, ``video`` and ``output`` are
 #: required, and one prompt of :data:`PROMPT_KEYS`.
-JOB_KEYS = ("name", "video", "output", *RUN_KEYS, "return_manifest")
+#: Options of a ``text``/``classes`` prompt (:class:`vos.first_mask.MaskPrompt` fields).
+WORD_PROMPT_KEYS = ("threshold", "instances", "text_model", "class_model")
+JOB_KEYS = ("name", "video", "output", *RUN_KEYS, *WORD_PROMPT_KEYS, "return_manifest")
 
 
 @dataclass
@@ -130,6 +133,18 @@ class VideoWorker(ModelWorker):
             raise UserError(one_line(exc)) from None
         self.videos = 0
 
+    def _proposer(self):
+        """The word-prompt models (:class:`vos.first_mask.FirstMaskProposer`) on the worker's
+        device and dtype, made once and loaded on first use, so a batch pays for loading once."""
+        if getattr(self, "_first_mask_proposer", None) is None:
+            from vos.first_mask import FirstMaskProposer
+
+            device, dtype = getattr(self.stage, "device", None), getattr(self.stage, "dtype", None)
+            self._first_mask_proposer = FirstMaskProposer(
+                device=None if device is None else str(device),
+                dtype=None if dtype is None else str(dtype).replace("torch.", ""))
+        return self._first_mask_proposer
+
     def process(self, job: dict[str, Any]) -> dict[str, Any]:
         """Segment one video, decode to written PNGs, with :func:`vos.run.run_video`.
 
@@ -162,6 +177,16 @@ class VideoWorker(ModelWorker):
                                  user_error=True, wall_s=time.perf_counter() - t0, **node_info())
         record = _record(job, **node_info())
         kwargs = {k: job[k] for k in RUN_KEYS if job.get(k) is not None}
+        if kwargs.get("text") or kwargs.get("classes"):     # frame 0's mask from words
+            from vos.first_mask import MaskPrompt
+
+            kwargs["prompt"] = MaskPrompt(texts=tuple(kwargs.pop("text", None) or ()),
+                                          classes=tuple(kwargs.pop("classes", None) or ()),
+                                          instances=bool(job.get("instances")),
+                                          threshold=job.get("threshold"),
+                                          text_model=job.get("text_model"),
+                                          class_model=job.get("class_model"))
+            kwargs["proposer"] = self._proposer()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
