@@ -1,4 +1,5 @@
-"""User-facing layer of seggpt-vos: the ``vos`` CLI, DAVIS I/O, prompt memory and J&F metrics.
+"""User-facing layer of seggpt-vos: the ``vos`` CLI, prompt memory, first masks from words, DAVIS
+I/O, J&F metrics and batch jobs (the top layer; see ``docs/architecture.md``).
 
 Importing :mod:`vos` is cheap: torch, av and ray are imported only by the submodules that need them.
 """
