@@ -47,3 +47,19 @@ def tiny_hf_dir(tmp_path_factory) -> Path:
     model = make_hf_model(CONFIGS / "seggpt-tiny.json", seed=0)
     model.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def clipseg_dir(tmp_path_factory) -> Path:
+    """A tiny random CLIPSeg and its processor (small CLIP vocabulary), saved by save_pretrained."""
+    from tests._proposal_models import make_clipseg
+
+    return make_clipseg(tmp_path_factory.mktemp("clipseg"))
+
+
+@pytest.fixture(scope="session")
+def segformer_dir(tmp_path_factory) -> Path:
+    """A tiny random SegFormer (21 ADE20K labels) and its image processor, saved by save_pretrained."""
+    from tests._proposal_models import make_segformer
+
+    return make_segformer(tmp_path_factory.mktemp("segformer"))

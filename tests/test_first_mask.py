@@ -28,20 +28,6 @@ TIE = 1e-4
 # ------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def clipseg_dir(tmp_path_factory) -> Path:
-    from tests._proposal_models import make_clipseg
-
-    return make_clipseg(tmp_path_factory.mktemp("clipseg"))
-
-
-@pytest.fixture(scope="module")
-def segformer_dir(tmp_path_factory) -> Path:
-    from tests._proposal_models import make_segformer
-
-    return make_segformer(tmp_path_factory.mktemp("segformer"))
-
-
-@pytest.fixture(scope="module")
 def frames_dir(shared_data) -> Path:
     return shared_data / "davis_sample" / "JPEGImages" / "480p" / "car-shadow"
 

@@ -21,20 +21,6 @@ TEXTS = ["car", "road"]
 
 
 @pytest.fixture(scope="module")
-def clipseg_dir(tmp_path_factory) -> Path:
-    from tests._proposal_models import make_clipseg
-
-    return make_clipseg(tmp_path_factory.mktemp("clipseg"))
-
-
-@pytest.fixture(scope="module")
-def segformer_dir(tmp_path_factory) -> Path:
-    from tests._proposal_models import make_segformer
-
-    return make_segformer(tmp_path_factory.mktemp("segformer"))
-
-
-@pytest.fixture(scope="module")
 def frames(shared_data, tmp_path_factory) -> Path:
     src = shared_data / "davis_sample" / "JPEGImages" / "480p" / "car-shadow"
     dst = tmp_path_factory.mktemp("frames") / "car-shadow"
