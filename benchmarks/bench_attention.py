@@ -7,13 +7,15 @@ query half, feature ensemble), 16 heads of width 64, in each dtype:
   with no position bias at all. No implementation of SegGPT's attention can do less work with
   that kernel; its FLOP/s is the ceiling for attention.
 * ``one call, width 152``: the whole canvas in one kernel call with the relative-position bias
-  folded into queries and keys (``_attend_fused``, the path used with autograd).
-* ``split + log-sum-exp merge, width 120``: the flash inference path (``_attend_split``, the
-  default in bf16) with its buffer copies, position terms and merges;
-* ``chunked softmax blocks, width 64``: the explicit-softmax inference path (``_attend_chunked``,
-  the default in fp32: one block per head and half canvas, on all torch threads), with its copies,
-  position terms and merges. In the last two rows the ``qkv`` projection is timed separately and
-  subtracted, as the first two start from projected tensors.
+  folded into queries and keys (``seggpt_model.layers.fused_sdpa_attention``, the kernel used
+  with autograd and off CPU), with its buffer copies;
+* ``split + log-sum-exp merge, width 120``: the flash inference kernel
+  (``split_flash_attention``, the default in bf16) with its buffer copies, position terms and
+  merges;
+* ``chunked softmax blocks, width 64``: the explicit-softmax inference kernel
+  (``chunked_softmax_attention``, the default in fp32: one block per head and half canvas, on all
+  torch threads), with its copies, position terms and merges. In the last three rows the ``qkv``
+  projection is timed separately and subtracted, as the first row starts from projected tensors.
 
 FLOP/s count the useful attention work only: ``4 d`` per (query, key) pair, the pairs of each
 formulation (whole canvases for the first two; the shared query half against its own keys once
@@ -41,7 +43,12 @@ from benchmarks._common import machine, measure_times, report, today  # noqa: E4
 from benchmarks.bench_model import matmul_rate  # noqa: E402
 from pipelines.allocator import keep_freed_memory  # noqa: E402
 from seggpt_model import SegGptConfig  # noqa: E402
-from seggpt_model.layers import SegGptAttention  # noqa: E402
+from seggpt_model.layers import (  # noqa: E402
+    SegGptAttention,
+    chunked_softmax_attention,
+    fused_sdpa_attention,
+    split_flash_attention,
+)
 
 
 def best_of(fn, repeat: int) -> float:
@@ -66,13 +73,11 @@ def time_kernels(cfg: SegGptConfig, dtype: torch.dtype, s: int, repeat: int) -> 
     chunked_ws: dict = {}
     with torch.inference_mode():
         plain = best_of(lambda: F.scaled_dot_product_attention(q, k, v), repeat)
-        split = best_of(lambda: attn._attend_split(prompts, query, 1, split_ws), repeat)
-        chunked = best_of(lambda: attn._attend_chunked(prompts, query, 1, chunked_ws), repeat)
+        split = best_of(lambda: split_flash_attention(attn, prompts, query, 1, split_ws), repeat)
+        chunked = best_of(lambda: chunked_softmax_attention(attn, prompts, query, 1, chunked_ws), repeat)
+        fused = best_of(lambda: fused_sdpa_attention(attn, prompts, query, 1, None), repeat)
         projection = best_of(lambda: (attn.qkv(prompts), attn.qkv(query)), repeat)
-        qkv_p = attn.qkv(prompts).view(s, half, 3, h, c).permute(2, 0, 3, 1, 4)
-        qkv_q = attn.qkv(query).view(1, half, 3, h, c).permute(2, 0, 3, 1, 4)
-        fused = best_of(lambda: attn._attend_fused(qkv_p, qkv_q), repeat)
-    return plain, fused, split - projection, chunked - projection  # the first two start from q, k, v
+    return plain, fused - projection, split - projection, chunked - projection  # plain starts from q, k, v
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {r[0]} | {r[1]} | {r[2]:.3f} | {r[3]:.0f} | {r[4]:.0f}% | {r[5]:.0f} |" for r in rows]
     lines += ["", "The split and chunked paths do fewer pairs than the two whole-canvas rows (the shared "
               "query half attends to its own keys once), so compare their seconds; the FLOP/s column "
-              "credits each only with its own useful pairs. The copies, position terms and merges are "
-              "inside the times of the split and chunked paths (the qkv projection is not), not in the "
-              "other two."]
+              "credits each only with its own useful pairs. Buffer copies and position terms (and the "
+              "merges of the split and chunked paths) are inside the times of the last three rows "
+              "(the qkv projection is not), not in the first."]
     return report("bench_attention", "Attention kernels on CPU", lines, write=not args.no_doc)
 
 

@@ -2,22 +2,28 @@
 
 Public API (imported lazily, so ``import seggpt_model`` does not import torch)::
 
-    from seggpt_model import SegGptConfig, SegGptForImageSegmentation, SegGptModel, from_pretrained
-    model = from_pretrained("BAAI/seggpt-vit-large", device="cuda", dtype=torch.bfloat16)
+    from seggpt_model import DEFAULT_CHECKPOINT, SegGptForImageSegmentation, SegGptModel, from_pretrained
+    model = from_pretrained(DEFAULT_CHECKPOINT, device="cuda", dtype=torch.bfloat16)
 
-The documented ``transformers`` API works with only the import line changed::
+The documented ``transformers`` API works with only the import line changed (``checkpoint`` is
+the hub id, :data:`DEFAULT_CHECKPOINT` for the public ViT-L)::
 
     from seggpt_model import SegGptImageProcessor, SegGptForImageSegmentation
-    processor = SegGptImageProcessor.from_pretrained("BAAI/seggpt-vit-large")
-    model = SegGptForImageSegmentation.from_pretrained("BAAI/seggpt-vit-large")
+    processor = SegGptImageProcessor.from_pretrained(checkpoint)
+    model = SegGptForImageSegmentation.from_pretrained(checkpoint)
     inputs = processor(images=image, prompt_images=prompt, prompt_masks=mask, return_tensors="pt")
     outputs = model(**inputs)
     labels = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]
 
-Modules: ``config`` (dataclass with the hub config.json fields), ``layers`` (attention with
-decomposed relative position, MLP, block), ``model`` (embeddings, encoder with stream merge and
-feature ensemble, decoder), ``weights`` (the one loader and ``save_pretrained``), ``processing``
-(resize, normalise, palettes, post-processing), ``loss``, ``image_processor``
+Modules, each importing only those listed before it (the package is the lowest layer of
+``seggpt_model`` <- ``pipelines`` <- ``vos``; see ``docs/architecture.md``): ``errors``, ``files``
+and ``config`` (torch-free: typed errors, atomic writes, the config dataclass with the hub
+config.json fields and :data:`DEFAULT_CHECKPOINT`), ``threads`` (CPU work on torch's threads),
+``layers`` (attention kernels with decomposed relative position and their one dispatch rule, MLP,
+block), ``weights`` (checkpoint I/O and key conversion against a model it is handed,
+``save_pretrained``), ``loss``, ``model`` (embeddings, encoder with stream merge and feature
+ensemble, decoder), ``build`` (``from_pretrained``: checkpoint -> model class -> weights ->
+device/dtype), ``processing`` (resize, normalise, palettes, post-processing), ``image_processor``
 (``SegGptImageProcessor``, the documented processor API on top of ``processing``).
 """
 
@@ -31,7 +37,7 @@ _EXPORTS = {
     "SegGptForImageSegmentation": "model",
     "SegGptEncoderOutput": "model",
     "SegGptImageSegmentationOutput": "model",
-    "from_pretrained": "weights",
+    "from_pretrained": "build",
     "save_pretrained": "weights",
     "convert_painter_state_dict": "weights",
     "DEFAULT_CHECKPOINT": "config",

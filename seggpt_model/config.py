@@ -1,4 +1,5 @@
-"""SegGPT configuration: the field names and defaults of the public ``BAAI/seggpt-vit-large`` config.json."""
+"""SegGPT configuration: the field names and defaults of the config.json of the public checkpoint
+:data:`DEFAULT_CHECKPOINT`."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ _SUPPORTED_ACTIVATIONS = ("gelu",)
 class SegGptConfig:
     """Architecture of a SegGPT model (Wang et al. 2023, "SegGPT: Segmenting Everything In Context").
 
-    Field names and defaults are those of the public ``BAAI/seggpt-vit-large`` ``config.json`` (ViT-L,
+    Field names and defaults are those of the ``config.json`` of :data:`DEFAULT_CHECKPOINT` (ViT-L,
     896x448 canvas of a prompt image stacked above the query image, 16x16 patches), so a hub config
     loads with :meth:`from_dict` and :meth:`to_dict` writes one that ``transformers`` reads back.
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,7 +53,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import processing as P
-from .errors import CheckpointError
+from .config import DEFAULT_CHECKPOINT
+from .errors import CheckpointError, one_line
+from .files import atomic_write
+from .weights import read_json_object
 
 PROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 DEFAULT_SIZE = {"height": 448, "width": 448}
@@ -375,14 +377,14 @@ class SegGptImageProcessor:
         return cls(**settings)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike = "BAAI/seggpt-vit-large", *,
+    def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_CHECKPOINT, *,
                         revision: str | None = None, cache_dir: str | None = None,
                         local_files_only: bool = False, **kwargs: Any) -> SegGptImageProcessor:
         """Read ``preprocessor_config.json`` from a folder, a JSON file or a hub repo id.
 
         A folder without the file (e.g. a model saved by ``save_pretrained``) gives the documented
-        defaults, which are also the settings of ``BAAI/seggpt-vit-large``; so does a repo id whose
-        file cannot be fetched (offline, not cached), with a warning. ``kwargs`` override settings.
+        defaults, which are also the settings of :data:`~seggpt_model.config.DEFAULT_CHECKPOINT`;
+        so does a repo id whose file cannot be fetched (offline, not cached), with a warning. ``kwargs`` override settings.
 
         Raises:
             CheckpointError: a local path that does not exist, or a file that is not a JSON object.
@@ -407,15 +409,7 @@ class SegGptImageProcessor:
         :meth:`from_pretrained` and by ``transformers``. Returns the file path."""
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{PROCESSOR_CONFIG_NAME}.", dir=folder)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(self.to_json_string())
-            os.replace(tmp, folder / PROCESSOR_CONFIG_NAME)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return folder / PROCESSOR_CONFIG_NAME
+        return atomic_write(folder / PROCESSOR_CONFIG_NAME, self.to_json_string())
 
     # -- palette ---------------------------------------------------------------------------------
     @staticmethod
@@ -664,8 +658,6 @@ def _collect(arrays: list[np.ndarray], kind: str | None, key: str):
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    from .weights import read_json_object
-
     return read_json_object(path, "image processor config")
 
 
@@ -679,8 +671,7 @@ def _download_config(repo_id: str, revision: str | None, cache_dir: str | None,
                                local_files_only=local_files_only)
     except Exception as exc:  # offline, not cached, no such file or repo, no huggingface_hub
         if type(exc).__name__ != "EntryNotFoundError":
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            warnings.warn(f"{repo_id}: cannot fetch {PROCESSOR_CONFIG_NAME} ({reason}); using the "
+            warnings.warn(f"{repo_id}: cannot fetch {PROCESSOR_CONFIG_NAME} ({one_line(exc)}); using the "
                           f"documented SegGPT defaults", stacklevel=3)
         return {}
     return _read_json(Path(path))

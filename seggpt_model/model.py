@@ -1,9 +1,10 @@
 """SegGPT (Wang et al. 2023) in plain PyTorch: embeddings, encoder with stream merge and feature
 ensemble, pixel decoder.
 
-Module and parameter names follow the public hub checkpoint ``BAAI/seggpt-vit-large`` (the layout
-``transformers``' ``SegGptForImageSegmentation`` writes), so its ``model.safetensors`` loads without
-renaming. The computation follows the original release, ``baaivision/Painter``
+Module and parameter names follow the public hub checkpoint
+(:data:`~seggpt_model.config.DEFAULT_CHECKPOINT`, the layout ``transformers``'
+``SegGptForImageSegmentation`` writes), so its ``model.safetensors`` loads without renaming. The
+computation follows the original release, ``baaivision/Painter``
 ``SegGPT/SegGPT_inference/models_seggpt.py``.
 
 Canvas convention (paper Sec. 3.1): each prompt/query pair is one ``(3, 896, 448)`` canvas with the
@@ -27,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import SegGptConfig
-from .layers import SegGptLayer
+from . import weights
+from .config import DEFAULT_CHECKPOINT, SegGptConfig
+from .layers import ATTENTION_IMPLEMENTATIONS, SegGptLayer
+from .loss import seggpt_loss
 
 EMBEDDING_TYPES = ("instance", "semantic")
 
@@ -264,14 +267,18 @@ class SegGptEncoder(nn.Module):
         hidden_states: list[tuple[torch.Tensor, torch.Tensor]] = []
         attentions: list[torch.Tensor] = []
         workspace: dict = {}  # attention buffers reused by every layer of this forward
-        for i, layer in enumerate(self.layers):
+        # each layer's attention kernel, chosen once for this forward (the one rule:
+        # seggpt_model.layers.select_attention_kernel)
+        kernels = [layer.attention.select_kernel(prompt_tokens, query_tokens, output_attentions)
+                   for layer in self.layers]
+        for i, (layer, kernel) in enumerate(zip(self.layers, kernels)):
             if output_hidden_states:
                 hidden_states.append((prompt_tokens, query_tokens))
             groups = None
             if feature_ensemble:
                 groups = 2 if i <= merge_index else 1      # per stream up to the merge, then all
             prompt_tokens, query_tokens, probs = layer(prompt_tokens, query_tokens, groups,
-                                                       output_attentions, workspace)
+                                                       output_attentions, workspace, kernel)
             if output_attentions:
                 attentions.append(probs)
             if i == merge_index:
@@ -355,28 +362,30 @@ class SegGptModel(nn.Module):
         return self.embeddings.position_embeddings.device
 
     @classmethod
-    def from_pretrained(cls, name_or_path="BAAI/seggpt-vit-large", device=None, dtype=None, **kwargs):
+    def from_pretrained(cls, name_or_path=DEFAULT_CHECKPOINT, device=None, dtype=None, **kwargs):
         """Load the bare encoder strictly, from a bare checkpoint or from a full
         ``SegGptForImageSegmentation`` one (``model.`` prefix stripped, ``decoder.`` keys ignored);
-        see :func:`seggpt_model.weights.from_pretrained` for arguments and errors."""
-        from .weights import from_pretrained
-
-        return from_pretrained(name_or_path, device=device, dtype=dtype, model_class=cls, **kwargs)
+        see :func:`seggpt_model.weights.load_pretrained` for arguments and errors."""
+        return weights.load_pretrained(cls, name_or_path, device=device, dtype=dtype, **kwargs)
 
     def save_pretrained(self, save_directory):
         """Write the hub layout of a bare model (keys without ``model.``, ``architectures``
         ``["SegGptModel"]``); see :func:`seggpt_model.weights.save_pretrained`."""
-        from .weights import save_pretrained
-
-        return save_pretrained(self, save_directory)
+        return weights.save_pretrained(self, save_directory)
 
     def set_attn_implementation(self, name: str) -> None:
-        """``"sdpa"`` (fused, default) or ``"eager"`` (explicit softmax, for tests).
+        """Choose the attention kernel rule of every layer.
+
+        ``"sdpa"`` (default): the fastest kernel for each forward (explicit softmax blocks for fp32
+        CPU inference, the CPU flash kernel on split keys for bf16/fp16 CPU inference, one fused
+        ``scaled_dot_product_attention`` call with autograd or off CPU); ``"eager"``: the explicit
+        reference formula (for tests); ``"fused"``, ``"split"``, ``"chunked"``: force one kernel.
+        The rule is :func:`seggpt_model.layers.select_attention_kernel`.
 
         Raises ValueError for another name.
         """
-        if name not in ("sdpa", "eager"):
-            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {name!r}")
+        if name not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, got {name!r}")
         for layer in self.encoder.layers:
             layer.attention.attn_implementation = name
 
@@ -478,7 +487,7 @@ class SegGptForImageSegmentation(nn.Module):
 
     ``model`` is the :class:`SegGptModel`, ``decoder`` the :class:`SegGptDecoder`; parameter names
     equal the hub checkpoint's. Weights come in through :mod:`seggpt_model.weights`
-    (``from_pretrained``); a new instance has random weights (:meth:`init_weights`).
+    (:meth:`from_pretrained`); a new instance has random weights (:meth:`init_weights`).
     """
 
     def __init__(self, config: SegGptConfig) -> None:
@@ -501,18 +510,14 @@ class SegGptForImageSegmentation(nn.Module):
         self.model.set_attn_implementation(name)
 
     @classmethod
-    def from_pretrained(cls, name_or_path="BAAI/seggpt-vit-large", device=None, dtype=None, **kwargs):
-        """Load weights strictly; see :func:`seggpt_model.weights.from_pretrained`. A bare
+    def from_pretrained(cls, name_or_path=DEFAULT_CHECKPOINT, device=None, dtype=None, **kwargs):
+        """Load weights strictly; see :func:`seggpt_model.weights.load_pretrained`. A bare
         ``SegGptModel`` checkpoint (no decoder) raises :class:`~seggpt_model.errors.CheckpointError`."""
-        from .weights import from_pretrained
-
-        return from_pretrained(name_or_path, device=device, dtype=dtype, model_class=cls, **kwargs)
+        return weights.load_pretrained(cls, name_or_path, device=device, dtype=dtype, **kwargs)
 
     def save_pretrained(self, save_directory):
         """Write the hub layout; see :func:`seggpt_model.weights.save_pretrained`."""
-        from .weights import save_pretrained
-
-        return save_pretrained(self, save_directory)
+        return weights.save_pretrained(self, save_directory)
 
     @torch.no_grad()
     def init_weights(self, std: float | None = None) -> None:
@@ -595,8 +600,6 @@ class SegGptForImageSegmentation(nn.Module):
         pred_masks = self._decode(features, canvases, query_only=False)
         loss = None
         if labels is not None:
-            from .loss import seggpt_loss
-
             if bool_masked_pos is None:
                 bool_masked_pos = default_bool_masked_pos(self.config, pred_masks.device)
             loss = seggpt_loss(prompt_masks.to(pred_masks.dtype), pred_masks, labels.to(pred_masks.dtype),

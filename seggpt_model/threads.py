@@ -1,6 +1,6 @@
 """Run many small pieces of CPU work on torch's threads, one piece per thread at a time.
 
-Some CPU kernels of the model (:meth:`seggpt_model.layers.SegGptAttention._attend_chunked`) are
+Some CPU kernels of the model (:func:`seggpt_model.layers.chunked_softmax_attention`) are
 sequences of small torch ops on independent blocks (one attention head of one canvas). Run one
 after the other with torch's intra-op threads, every op would split a few hundred microseconds of
 work between threads and synchronise them; here each thread takes whole blocks instead and runs

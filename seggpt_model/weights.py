@@ -1,8 +1,12 @@
-"""The one weight loader of :mod:`seggpt_model` and the hub-layout writer.
+"""The one weight loader of :mod:`seggpt_model` and the hub-layout writer: checkpoint I/O and key
+conversion against a model (or model class) it is handed. It imports no model class;
+:mod:`seggpt_model.build` (``seggpt_model.from_pretrained``) and the ``from_pretrained`` /
+``save_pretrained`` methods of the model classes sit on top of it.
 
-``from_pretrained`` accepts:
+Checkpoints (:func:`resolve_checkpoint`, :func:`load_pretrained`):
 
-* a hub repo id (default ``BAAI/seggpt-vit-large``), downloaded and cached by ``huggingface_hub``;
+* a hub repo id (default :data:`~seggpt_model.config.DEFAULT_CHECKPOINT`), downloaded and cached
+  by ``huggingface_hub``;
 * a local folder in hub layout (``config.json`` + ``model.safetensors``, as ``save_pretrained`` of
   this package or of ``transformers`` writes it);
 * a single ``.safetensors`` file (config from a ``config.json`` beside it, else the default);
@@ -12,11 +16,11 @@
 Loading is strict: missing, unexpected or mis-shaped keys raise :class:`CheckpointError` listing
 them. This is the only module of the package that touches files or the network.
 
-Two model classes load from these checkpoints: :class:`SegGptForImageSegmentation` (default; keys
-``model.*`` and ``decoder.*``) and the bare :class:`SegGptModel` (``model_class=SegGptModel``; keys
-without the ``model.`` prefix). A bare model loads from a full checkpoint (``model.`` is stripped,
-``decoder.*`` ignored, everything else checked strictly); a full model cannot load from a bare
-checkpoint (no decoder weights): that is a :class:`CheckpointError` saying so.
+Two kinds of model load from these checkpoints, told apart by the model's own parameter names:
+a full ``SegGptForImageSegmentation`` (keys ``model.*`` and ``decoder.*``) and a bare
+``SegGptModel`` (keys without the ``model.`` prefix). A bare model loads from a full checkpoint
+(``model.`` is stripped, ``decoder.*`` ignored, everything else checked strictly); a full model
+cannot load from a bare checkpoint (no decoder weights): that is a :class:`CheckpointError` saying so.
 """
 
 from __future__ import annotations
@@ -24,15 +28,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .config import DEFAULT_CHECKPOINT, SegGptConfig
-from .errors import CheckpointError
-from .model import SegGptForImageSegmentation, SegGptModel
+from .errors import CheckpointError, one_line
+from .files import atomic_write
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -116,8 +120,10 @@ def to_painter_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, t
     return out
 
 
-def _check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+def _check_state_dict(expected: Mapping[str, tuple[int, ...]], state_dict: Mapping[str, torch.Tensor],
+                      source: str) -> None:
+    """Raise :class:`CheckpointError` listing missing, unexpected and mis-shaped keys of
+    ``state_dict`` against the model's ``{name: shape}``."""
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     mismatched = sorted(f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {expected[k]}"
@@ -134,17 +140,24 @@ def _check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Ten
 
 
 _BARE_PREFIXES = ("embeddings.", "encoder.")
+_FULL_PREFIXES = ("model.", "decoder.")
 
 
-def _fit_state_dict(state_dict: dict[str, torch.Tensor], model_class: type, source: str
+def is_bare(names) -> bool:
+    """Whether parameter ``names`` (of a model or a checkpoint) are those of a bare ``SegGptModel``
+    (no ``model.`` / ``decoder.`` prefix) rather than of a full ``SegGptForImageSegmentation``."""
+    return not any(k.startswith(_FULL_PREFIXES) for k in names)
+
+
+def _fit_state_dict(state_dict: dict[str, torch.Tensor], bare_model: bool, source: str
                     ) -> dict[str, torch.Tensor]:
-    """Adapt hub-named keys to ``model_class``: full checkpoint -> bare model, or reject bare -> full.
+    """Adapt hub-named keys to the model: full checkpoint -> bare model, or reject bare -> full.
 
     Raises:
         CheckpointError: a bare ``SegGptModel`` checkpoint loaded into ``SegGptForImageSegmentation``.
     """
-    full = any(k.startswith(("model.", "decoder.")) for k in state_dict)
-    if issubclass(model_class, SegGptModel):
+    full = not is_bare(state_dict)
+    if bare_model:
         if not full:
             return state_dict
         # strip the "model." prefix, drop the decoder; any other key stays (and is unexpected)
@@ -187,17 +200,15 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path}: not a valid safetensors checkpoint (truncated or corrupt?): "
-                              f"{reason}") from None
+                              f"{one_line(exc)}") from None
 
 
 def _read_painter(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types (UnpicklingError, RuntimeError, EOFError...)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {reason}") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {one_line(exc)}") from None
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -227,7 +238,7 @@ def _download(repo_id: str, revision: str | None, cache_dir: str | None,
             f"(offline?): pass a local path (hub-layout folder, .safetensors or Painter .pth)") from exc
     except HfHubHTTPError as exc:
         raise CheckpointError(f"checkpoint '{repo_id}' could not be downloaded from the Hugging Face "
-                              f"hub: {str(exc).splitlines()[0]}") from exc
+                              f"hub: {one_line(exc)}") from exc
     except ValueError as exc:  # invalid repo id
         raise CheckpointError(f"'{repo_id}' is neither an existing path nor a valid hub repo id") from exc
     finally:
@@ -268,21 +279,61 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, *, revision: str | None 
     return _read_config(config_path), _read_safetensors(weights_path), f"{text} ({weights_path})"
 
 
-def from_pretrained(name_or_path: str | os.PathLike = DEFAULT_CHECKPOINT, device: str | torch.device | None = None,
-                    dtype: torch.dtype | None = None, *, config: SegGptConfig | None = None,
-                    revision: str | None = None, cache_dir: str | None = None,
-                    local_files_only: bool = False, model_class: type | None = None):
-    """Load a SegGPT model strictly, in eval mode.
+def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, *,
+                        device: str | torch.device | None = None, dtype: torch.dtype | None = None
+                        ) -> nn.Module:
+    """Assign a hub-named checkpoint strictly to ``model`` (typically built on the ``meta`` device).
+
+    Keys are fitted to the model first (a bare model takes a full checkpoint's ``model.*`` keys and
+    ignores ``decoder.*``), then checked: every key present, none unexpected, every shape equal.
+    The checkpoint's tensors become the parameters (``load_state_dict(assign=True)``), cast to
+    ``dtype`` and moved to ``device`` when given.
 
     Args:
+        model: a ``SegGptForImageSegmentation`` or ``SegGptModel`` (told apart by its keys).
+        state_dict: ``{hub_name: tensor}``, as :func:`resolve_checkpoint` returns it.
+        source: the checkpoint's name for error messages.
+        device, dtype: where and in which dtype the parameters end up (default: as stored).
+
+    Returns:
+        ``model``, with the checkpoint's weights.
+
+    Raises:
+        CheckpointError: a bare checkpoint for a full model, or keys that are missing, unexpected
+            or mis-shaped (all listed).
+    """
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state_dict = _fit_state_dict(state_dict, is_bare(expected), source)
+    _check_state_dict(expected, state_dict, source)
+    if dtype is not None:
+        state_dict = {k: v.to(dtype) for k, v in state_dict.items()}
+    if device is not None:
+        state_dict = {k: v.to(device) for k, v in state_dict.items()}
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model
+
+
+def load_pretrained(model_class: Callable[[SegGptConfig], nn.Module],
+                    name_or_path: str | os.PathLike = DEFAULT_CHECKPOINT,
+                    device: str | torch.device | None = None, dtype: torch.dtype | None = None, *,
+                    config: SegGptConfig | None = None, revision: str | None = None,
+                    cache_dir: str | None = None, local_files_only: bool = False) -> nn.Module:
+    """Load a SegGPT model of ``model_class`` strictly, in eval mode.
+
+    The model is built on the ``meta`` device (no allocation, no random init) from ``config``, else
+    the checkpoint's ``config.json``, else the default :class:`SegGptConfig`, and the checkpoint's
+    tensors are assigned to it (:func:`load_state_dict_into`).
+
+    Args:
+        model_class: the class (any callable ``config -> nn.Module``): ``SegGptForImageSegmentation``
+            or the bare ``SegGptModel``, which reads bare checkpoints and full ones (whose
+            ``decoder.*`` keys it ignores).
         name_or_path: hub repo id, hub-layout folder, ``.safetensors`` file or Painter ``.pth``.
         device: where to put the weights (default CPU). The caller chooses.
         dtype: parameter dtype (default: as stored, float32 for the public checkpoint).
         config: overrides the checkpoint's ``config.json`` (required for a bare file of a
             non-default architecture).
         revision, cache_dir, local_files_only: passed to ``huggingface_hub`` for repo ids.
-        model_class: :class:`SegGptForImageSegmentation` (default) or :class:`SegGptModel` (bare
-            encoder; reads bare checkpoints and full ones, whose ``decoder.*`` keys it ignores).
 
     Returns:
         ``model_class`` instance on ``device`` in ``dtype``, ``eval()`` mode.
@@ -292,51 +343,42 @@ def from_pretrained(name_or_path: str | os.PathLike = DEFAULT_CHECKPOINT, device
             checkpoint given for the full model, or keys that are missing, unexpected or mis-shaped
             (all listed).
     """
-    model_class = model_class or SegGptForImageSegmentation
     file_config, state_dict, source = resolve_checkpoint(
         name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
-    state_dict = _fit_state_dict(state_dict, model_class, source)
     config = config or file_config or SegGptConfig()
     with torch.device("meta"):  # no allocation or random init: the checkpoint's tensors are assigned
         model = model_class(config)
-    _check_state_dict(model, state_dict, source)
-    if dtype is not None:
-        state_dict = {k: v.to(dtype) for k, v in state_dict.items()}
-    if device is not None:
-        state_dict = {k: v.to(device) for k, v in state_dict.items()}
-    model.load_state_dict(state_dict, strict=True, assign=True)
-    return model.eval()
+    return load_state_dict_into(model, state_dict, source, device=device, dtype=dtype).eval()
 
 
-def save_pretrained(model: SegGptForImageSegmentation | SegGptModel, save_directory: str | os.PathLike) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (hub layout) into ``save_directory``.
+def save_pretrained(model: nn.Module, save_directory: str | os.PathLike) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (hub layout) of a SegGPT model into ``save_directory``.
 
-    Files are written to temporary names and renamed, so an interrupted save leaves no file that
-    looks complete. The result loads with :func:`from_pretrained` and with ``transformers``'
-    ``SegGptForImageSegmentation.from_pretrained`` (or, for a bare :class:`SegGptModel`, whose keys
-    have no ``model.`` prefix and whose ``architectures`` is ``["SegGptModel"]``, with
-    ``SegGptModel.from_pretrained`` of either package).
+    Each file is written atomically (:func:`seggpt_model.files.atomic_write`), so an interrupted save
+    leaves no file that looks complete. The result loads with :func:`load_pretrained` and with
+    ``transformers``' ``SegGptForImageSegmentation.from_pretrained`` (or, for a bare
+    ``SegGptModel``, whose keys have no ``model.`` prefix and whose ``architectures`` is
+    ``["SegGptModel"]``, with ``SegGptModel.from_pretrained`` of either package).
+
+    Args:
+        model: a ``SegGptForImageSegmentation`` or ``SegGptModel`` (anything with ``config`` and
+            hub-named ``state_dict()``).
+        save_directory: the folder, created as needed.
 
     Returns:
         The folder path.
+
+    Raises:
+        OSError: the folder cannot be written.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     config = model.config.to_dict()
-    if isinstance(model, SegGptModel):
+    if is_bare(tensors):
         config["architectures"] = ["SegGptModel"]
-    for name, write in ((WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": "pt"})),
-                        (CONFIG_NAME, lambda p: Path(p).write_text(
-                            json.dumps(config, indent=2, sort_keys=True) + "\n"))):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, folder / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    atomic_write(folder / WEIGHTS_NAME, save(tensors, metadata={"format": "pt"}))
+    atomic_write(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return folder

@@ -162,7 +162,7 @@ def test_split_attention_equals_eager_formula(heads, hidden, qkv_bias):
     with keys split by half (fp32 here, and bf16, which uses it by default), both merging by
     log-sum-exp with shared query halves broadcast. Head width 20 needs zero padding of the
     augmented width of the flash kernel (20 + 28 + 28 = 76 -> 80)."""
-    from seggpt_model.layers import SegGptAttention
+    from seggpt_model.layers import SegGptAttention, split_flash_attention
 
     cfg = SegGptConfig(hidden_size=hidden, num_attention_heads=heads, qkv_bias=qkv_bias, mlp_dim=64,
                        num_hidden_layers=1, intermediate_hidden_state_indices=[0], merge_index=0)
@@ -184,8 +184,7 @@ def test_split_attention_equals_eager_formula(heads, hidden, qkv_bias):
                 assert torch.get_num_threads() == 2
             finally:
                 torch.set_num_threads(threads)
-            split_p, split_q = (attn.proj(out.flatten(2)) for out in       # flash kernel
-                                attn._attend_split(prompts, queries, groups, None))
+            split_p, split_q, _ = attn(prompts, queries, groups, kernel=split_flash_attention)  # flash
             ref_p, ref_q, probs = attn(prompts, queries, groups, output_attentions=True)  # eager formula
         assert probs is not None
         assert out_q.shape == ref_q.shape == (groups or 4, half, hidden)
@@ -207,3 +206,121 @@ def test_split_attention_equals_eager_formula(heads, hidden, qkv_bias):
             assert (low_p.float() - ref_p).abs().max() <= 0.05 * ref_p.abs().max()
             assert (low_q.float() - ref_q).abs().max() <= 0.05 * ref_q.abs().max()
         assert {key[0] for key in workspace} == {"split_attention", "rel_pos"}
+
+
+@torch.no_grad()
+def test_forward_hooks_fire_once_per_layer(tiny_pair):
+    """The block calls its attention and MLP modules, so their forward hooks see every layer once,
+    and what they see is what the block computes (the MLP's output is the layer's output)."""
+    _, ours = tiny_pair
+    pv, ppv, pm = _inputs(2, seed=8)
+    plain = ours.model(pv, ppv, pm, output_hidden_states=True)
+    calls: list[tuple[str, int, tuple]] = []
+    handles = []
+    for i, layer in enumerate(ours.model.encoder.layers):
+        for name in ("attention", "mlp"):
+            handles.append(getattr(layer, name).register_forward_hook(
+                lambda module, args, output, name=name, i=i: calls.append((name, i, output))))
+    try:
+        hooked = ours.model(pv, ppv, pm, output_hidden_states=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    layers = ours.config.num_hidden_layers
+    assert [(name, i) for name, i, _ in calls] == [(n, i) for i in range(layers) for n in ("attention", "mlp")]
+    assert torch.equal(hooked.last_hidden_state, plain.last_hidden_state)
+    mlp_out = {i: out for name, i, out in calls if name == "mlp"}
+    for i in range(layers):
+        if i == ours.config.merge_index:
+            continue  # the streams are averaged after this layer's MLP
+        prompt, query = mlp_out[i]
+        canvas = torch.cat([prompt, query], dim=1).reshape(plain.hidden_states[i + 1].shape)
+        assert torch.equal(canvas, plain.hidden_states[i + 1])
+
+
+@pytest.mark.parametrize("name", ["fused", "split", "chunked"])
+@torch.no_grad()
+def test_every_attention_implementation_agrees_with_eager(tiny_pair, name):
+    _, ours = tiny_pair
+    pv, ppv, pm = _inputs(3, seed=9, same_query=True)
+    ours.set_attn_implementation("eager")
+    try:
+        eager = ours.segment(pv, ppv, pm)
+        ours.set_attn_implementation(name)
+        forced = ours.segment(pv, ppv, pm)
+    finally:
+        ours.set_attn_implementation("sdpa")
+    assert (forced - eager).abs().max() <= 1e-5
+    assert eager.std() > 0.1
+    with pytest.raises(ValueError, match="attn_implementation"):
+        ours.set_attn_implementation("flash")
+
+
+def test_attention_kernel_dispatch_rule():
+    from seggpt_model import layers as L
+
+    def pick(implementation="sdpa", device="cpu", dtype=torch.float32, grad=False, rel=True, halves=True,
+             attentions=False):
+        return L.select_attention_kernel(implementation, device=torch.device(device), dtype=dtype,
+                                         grad_enabled=grad, use_rel_pos=rel, even_halves=halves,
+                                         output_attentions=attentions)
+
+    assert pick() is L.chunked_softmax_attention
+    assert pick(dtype=torch.bfloat16) is pick(dtype=torch.float16) is L.split_flash_attention
+    assert pick(grad=True) is pick(device="cuda") is pick(halves=False) is L.fused_sdpa_attention
+    assert pick(attentions=True) is pick("eager") is pick("chunked", attentions=True) is L.eager_attention
+    assert pick(rel=False) is pick("chunked", rel=False) is L.plain_sdpa_attention
+    assert pick("fused") is pick("fused", grad=True) is L.fused_sdpa_attention
+    assert pick("split") is L.split_flash_attention
+    assert pick("chunked", dtype=torch.bfloat16) is L.chunked_softmax_attention
+    for forced in ("split", "chunked"):
+        with pytest.raises(ValueError, match="inference on CPU"):
+            pick(forced, grad=True)
+    with pytest.raises(ValueError, match="attn_implementation"):
+        pick("flash_attention_2")
+
+
+@torch.no_grad()
+def test_no_relative_position_plain_sdpa_equals_eager_formula(tiny_pair):
+    """Without relative position the kernel is one plain SDPA call; it equals the explicit formula.
+    (transformers cannot build a SegGPT without relative position: its weight init reads
+    ``rel_pos_h``.)"""
+    from seggpt_model.layers import plain_sdpa_attention
+
+    config = SegGptConfig.from_dict({**tiny_pair[1].config.to_dict(), "use_relative_position_embeddings": False})
+    torch.manual_seed(13)
+    ours = SegGptForImageSegmentation(config).eval()
+    ours.init_weights(std=0.2)
+    attention = ours.model.encoder.layers[0].attention
+    assert not hasattr(attention, "rel_pos_h")
+    tokens = torch.zeros(2, 28 * 28, config.hidden_size)
+    assert attention.select_kernel(tokens, tokens[:1]) is plain_sdpa_attention
+    pv, ppv, pm = _inputs(2, seed=14)
+    out = ours(pv, ppv, pm).pred_masks
+    assert out.std() > 0.01
+    ours.set_attn_implementation("eager")
+    assert (ours(pv, ppv, pm).pred_masks - out).abs().max() <= 1e-5
+
+
+def test_gradients_match_transformers(tiny_hf_dir):
+    """Training: the loss backpropagates (fused attention, differentiable residual adds) and every
+    parameter's gradient equals transformers'."""
+    from transformers import SegGptForImageSegmentation as HfModel
+
+    hf, ours = HfModel.from_pretrained(tiny_hf_dir).eval(), from_pretrained(tiny_hf_dir)
+    g = torch.Generator().manual_seed(15)
+    pv, ppv, pm, labels = (torch.randn(2, 3, 448, 448, generator=g) for _ in range(4))
+    masked = torch.rand(2, 56 * 28, generator=g) < 0.5
+    loss = ours(pv, ppv, pm, labels=labels, bool_masked_pos=masked).loss
+    ref = hf(pv, ppv, pm, labels=labels, bool_masked_pos=masked).loss
+    assert torch.allclose(loss, ref, rtol=1e-5, atol=1e-6)
+    loss.backward()
+    ref.backward()
+    hf_params = dict(hf.named_parameters())
+    for name, p in ours.named_parameters():
+        expected = hf_params[name].grad
+        if p.grad is None:  # unused here (the semantic type token): zero in transformers, if any
+            assert expected is None or not expected.any(), name
+            continue
+        assert (p.grad - expected).abs().max() <= 1e-4 * (1 + expected.abs().max()), name
+    assert ours.model.encoder.layers[0].attention.qkv.weight.grad.abs().max() > 0

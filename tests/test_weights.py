@@ -145,3 +145,14 @@ def test_bad_config_json(tmp_path, tiny_model):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="config.json"):
         from_pretrained(tmp_path)
+
+
+def test_builder_picks_the_model_class_by_architecture_name(tiny_hf_dir):
+    from seggpt_model import SegGptModel
+
+    full = from_pretrained(tiny_hf_dir)
+    bare = from_pretrained(tiny_hf_dir, model_class="SegGptModel")
+    assert type(full) is SegGptForImageSegmentation and type(bare) is SegGptModel
+    assert _same_weights(bare, full.model)
+    with pytest.raises(ValueError, match="unknown SegGPT architecture 'SegGptForVideo'"):
+        from_pretrained(tiny_hf_dir, model_class="SegGptForVideo")
