@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipelines.devices import check_device_dtype, resolve_device, resolve_dtype
+from pipelines.devices import check_device_dtype
 from seggpt_model import processing as P
 
-__all__ = ["PromptTensors", "SegGptStage", "load_stage", "resolve_device", "resolve_dtype"]
+__all__ = ["PromptTensors", "SegGptStage", "load_stage"]
 
 
 @dataclass

@@ -204,7 +204,7 @@ def run_on_cluster(args, opts: dict[str, Any]):
     from vos.jobs import check_name, default_name
     from vos.first_mask import prompt_from_args
     from vos.pool import run_jobs
-    from vos.run import RunResult
+    from vos.run import RunResult, parse_mask_args
 
     device, dtype = check_device_dtype(opts.get("device"), opts.get("dtype"))
     video = Path(args.video).resolve()
@@ -216,8 +216,8 @@ def run_on_cluster(args, opts: dict[str, Any]):
         return None if p is None else str(Path(p).resolve())
 
     masks = getattr(args, "masks", None) or {}
-    if not isinstance(masks, dict):   # ["K:FILE", ...] or [(K, FILE), ...]
-        masks = dict(m.split(":", 1) if isinstance(m, str) else m for m in masks)
+    if not isinstance(masks, dict):   # the raw --mask K:FILE values
+        masks = parse_mask_args(masks)
     job = {"name": name, "video": str(video), "first_mask": absolute(getattr(args, "first_mask", None)),
            "masks": {int(k): absolute(v) for k, v in masks.items()} or None,
            "output": str(output), "context": opts["context"], "per_object": bool(opts.get("per_object")),

@@ -328,6 +328,23 @@ def propose_first_mask(rgb: np.ndarray, prompt: MaskPrompt, *,
     return proposer.propose(rgb, prompt, where=where)
 
 
+def as_first_mask(labels: np.ndarray, path: str | os.PathLike | None = None):
+    """A proposed ``(H, W)`` uint8 label map as the :class:`vos.davis.FirstMask` that a mask file
+    gives (``kind="proposed"``, no void), so proposed and drawn masks go the same way from here.
+
+    Args:
+        labels: from :func:`propose_first_mask`.
+        path: the image the mask was proposed for, named in later messages (or None).
+    """
+    from pathlib import Path
+
+    from vos.davis import FirstMask
+
+    ids = tuple(int(i) for i in np.flatnonzero(np.bincount(labels.ravel(), minlength=1)) if i)
+    return FirstMask(labels=labels, object_ids=ids, void=None, path=None if path is None else Path(path),
+                     mode="L", kind="proposed", source_size=(labels.shape[1], labels.shape[0]))
+
+
 def describe_objects(info: dict[str, Any]) -> str:
     """One line naming each proposed object: ``1 'car' (12345 px), 2 'road' (...)``."""
     parts = []
@@ -338,5 +355,5 @@ def describe_objects(info: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-__all__ = ["MIN_COMPONENT_FRACTION", "FirstMaskProposer", "MaskPrompt", "describe_objects",
+__all__ = ["MIN_COMPONENT_FRACTION", "FirstMaskProposer", "MaskPrompt", "as_first_mask", "describe_objects",
            "prompt_from_args", "propose_first_mask", "split_instances"]

@@ -213,17 +213,14 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 
 def _proposed_masks(rgbs: list[np.ndarray], paths: list[Path], mask_prompt, proposer, device, dtype):
     """The prompt masks proposed from words, one per prompt image, as :class:`vos.davis.FirstMask`."""
-    from vos.davis import FirstMask
-    from vos.first_mask import FirstMaskProposer
+    from vos.first_mask import FirstMaskProposer, as_first_mask
 
     if proposer is None:
         proposer = FirstMaskProposer(device=device, dtype=dtype)
     masks = []
     for rgb, path in zip(rgbs, paths, strict=True):
         labels, _ = proposer.propose(rgb, mask_prompt, where=str(path))
-        ids = tuple(int(i) for i in np.unique(labels) if i)
-        masks.append(FirstMask(labels=labels, object_ids=ids, void=None, path=path, mode="L",
-                               kind="ids", source_size=(rgb.shape[1], rgb.shape[0])))
+        masks.append(as_first_mask(labels, path))
     return masks
 
 

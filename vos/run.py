@@ -121,10 +121,14 @@ def resolve_options(args, extra_defaults: dict[str, Any] | None = None) -> dict[
     defaults = {**DEFAULTS, **(extra_defaults or {})}
     opts = merge_options(args, defaults, load_config_file(getattr(args, "config", None), known=defaults))
     for key in ("context", "max_pinned"):
-        value = opts[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UserError(f"--{key.replace('_', '-')} must be a positive integer, got {value!r}")
+        _check_positive(key, opts[key])
     return opts
+
+
+def _check_positive(key: str, value: Any) -> None:
+    """UserError unless ``value`` (option ``--KEY``) is an integer >= 1."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"--{key.replace('_', '-')} must be a positive integer, got {value!r}")
 
 
 def check_device_dtype(device: str | None, dtype: str | None) -> None:
@@ -214,8 +218,7 @@ def _propose_frame0(source, video, prompt, proposer, device, dtype):
             :func:`vos.first_mask.propose_first_mask`.
     """
     from pipelines.errors import VideoDecodeError
-    from vos.davis import FirstMask
-    from vos.first_mask import propose_first_mask
+    from vos.first_mask import as_first_mask, propose_first_mask
 
     frames = iter(source)
     try:
@@ -228,10 +231,7 @@ def _propose_frame0(source, video, prompt, proposer, device, dtype):
         raise VideoDecodeError(f"{video}: no frame to decode")
     labels, info = propose_first_mask(frame.rgb, prompt, proposer=proposer, device=device, dtype=dtype,
                                       where=f"frame 0 of {video}")
-    ids = tuple(sorted(int(obj["id"]) for obj in info["objects"]))
-    mask = FirstMask(labels=labels, object_ids=ids, void=None, mode="L", kind="proposed",
-                     source_size=(labels.shape[1], labels.shape[0]))
-    return mask, info
+    return as_first_mask(labels), info
 
 
 def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = None, *,
@@ -291,9 +291,8 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
     if prompt is not None:
         prompt.check()
     paths = annotation_paths(first_mask, masks, frame0_prompt=prompt is not None)
-    for key, value in (("context", context), ("max_pinned", max_pinned)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UserError(f"--{key.replace('_', '-')} must be a positive integer, got {value!r}")
+    _check_positive("context", context)
+    _check_positive("max_pinned", max_pinned)
     if stage is None:  # check device and dtype before touching inputs or weights
         check_device_dtype(device, dtype)
     t_start = time.perf_counter()
