@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.formatwarning = lambda message, category, *a, **k: f"vos {args.command}: warning: {message}\n"
-    from vos.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, terminate_on_sigterm
+    from vos.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, sigterm_received, terminate_on_sigterm
 
     try:
         with terminate_on_sigterm():
@@ -253,10 +253,10 @@ def main(argv: list[str] | None = None) -> int:
             except user_errors() as exc:
                 print(f"vos {args.command}: error: {exc}", file=sys.stderr)
                 return 2
-    except Terminated:
-        print(f"vos {args.command}: terminated", file=sys.stderr)
-        return EXIT_TERMINATED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:          # Ctrl-C, or SIGTERM (vos.signals.Terminated)
+        if sigterm_received():
+            print(f"vos {args.command}: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
         print(f"vos {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 

@@ -69,8 +69,9 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
     left open.
 
     Inside the block SIGTERM raises :class:`vos.signals.Terminated` (``ray.init`` replaces the
-    SIGTERM handler; :func:`vos.signals.install_sigterm_handler` puts it back), and the handler
-    that was there before is restored at the end.
+    SIGTERM handler; :func:`vos.signals.install_sigterm_handler` puts it back; Ray may hand it on
+    as a plain KeyboardInterrupt, which :func:`vos.signals.sigterm_received` tells from Ctrl-C),
+    and the handler that was there before is restored at the end.
 
     Raises:
         ClusterError: the cluster cannot be reached.
@@ -78,7 +79,7 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     import ray
 
-    from vos.signals import Terminated, install_sigterm_handler
+    from vos.signals import Terminated, install_sigterm_handler, sigterm_received
 
     if ray.is_initialized():
         yield ray
@@ -93,7 +94,6 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
                       object_store_memory=256 * 1024 * 1024)
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
-    received: list[int] = []
     try:
         try:
             ray.init(address=address or None, **kwargs)
@@ -102,20 +102,13 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
             raise ClusterError(f"cannot connect to {where}: {one_line(exc)}") from None
         finally:
             if main:
+                # ray.wait / ray.get re-raise the handler's Terminated as a plain
+                # KeyboardInterrupt; vos.signals.sigterm_received() still tells it from Ctrl-C
                 install_sigterm_handler()
-                handler = signal.getsignal(signal.SIGTERM)
-
-                def remember(signum, frame):
-                    received.append(signum)
-                    handler(signum, frame)
-
-                signal.signal(signal.SIGTERM, remember)
         yield ray
     except KeyboardInterrupt as exc:
-        # ray.wait / ray.get turn an exception raised by a signal handler into a plain
-        # KeyboardInterrupt: a SIGTERM stays a Terminated (exit 143, not 130)
-        if received and not isinstance(exc, Terminated):
-            raise Terminated(f"received signal {received[0]}") from None
+        if sigterm_received() and not isinstance(exc, Terminated):
+            raise Terminated("received SIGTERM") from None      # a SIGTERM stays a Terminated
         raise
     finally:
         with contextlib.suppress(Exception):

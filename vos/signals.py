@@ -24,8 +24,21 @@ class Terminated(KeyboardInterrupt):
     """Raised in the main thread when the process receives SIGTERM."""
 
 
+#: Signal numbers received by the handler since it was last installed (a library
+#: that catches the handler's exception may re-raise it as a plain KeyboardInterrupt: ``ray.wait``
+#: and ``ray.get`` do; :func:`sigterm_received` still tells a SIGTERM from Ctrl-C then).
+_received: list[int] = []
+
+
 def _raise_terminated(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    _received.append(signum)
     raise Terminated(f"received signal {signum}")
+
+
+def sigterm_received() -> bool:
+    """Whether SIGTERM arrived since the handler was last installed, even when the
+    exception it raised reached the caller as a plain ``KeyboardInterrupt``."""
+    return bool(_received)
 
 
 def install_sigterm_handler() -> None:
@@ -35,6 +48,7 @@ def install_sigterm_handler() -> None:
     driver) has started.
     """
     if threading.current_thread() is threading.main_thread():
+        _received.clear()
         signal.signal(signal.SIGTERM, _raise_terminated)
 
 
