@@ -216,11 +216,36 @@ def _read_painter(path: Path) -> dict[str, torch.Tensor]:
     return convert_painter_state_dict(obj)
 
 
+#: Seconds the one reachability check of the hub waits (:func:`_hub_reachable`).
+HUB_PROBE_TIMEOUT = 4.0
+
+
+def _hub_reachable(repo_id: str, revision: str | None, timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """Whether the Hugging Face hub answers one request for ``repo_id``'s ``config.json``.
+
+    One ``HEAD`` request (``huggingface_hub.get_hf_file_metadata``: no retries, the endpoint,
+    proxies and token of ``huggingface_hub``) with a ``timeout`` of a few seconds. Any HTTP answer
+    (even 404 or 5xx) counts as reachable: ``hf_hub_download`` then reports it. No answer
+    (connection refused, DNS failure, timeout) means unreachable: ``hf_hub_download`` would retry
+    for about 25 s (1+2+4+8+8 s of back-off) before giving up, so the caller reads the cache only.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, CONFIG_NAME, revision=revision), timeout=timeout)
+    except (HfHubHTTPError, ValueError):  # the hub answered, or a bad repo id: the download says so
+        return True
+    except Exception:  # network errors are requests' or httpx's types depending on the version
+        return False
+    return True
+
+
 def _download(repo_id: str, revision: str | None, cache_dir: str | None,
               local_files_only: bool) -> tuple[Path, Path]:
     import logging
 
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     # huggingface_hub logs every network retry as a warning; the outcome is reported below as one line
@@ -228,6 +253,8 @@ def _download(repo_id: str, revision: str | None, cache_dir: str | None,
     level = hub_logger.level
     hub_logger.setLevel(logging.ERROR)
     try:
+        if not (local_files_only or constants.HF_HUB_OFFLINE) and not _hub_reachable(repo_id, revision):
+            local_files_only = True       # unreachable: the cached copy or the one-line error, at once
         config_path = hf_hub_download(repo_id, CONFIG_NAME, revision=revision, cache_dir=cache_dir,
                                       local_files_only=local_files_only)
         weights_path = hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
