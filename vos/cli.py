@@ -61,24 +61,36 @@ def _add_device_args(p: argparse.ArgumentParser, what: str = "the models") -> No
                    help="model precision (default: auto = bfloat16 on cuda, float32 on cpu)")
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+#: ``--context`` help of each command that has it (the option is shared, its meaning is each command's).
+CONTEXT_HELP = {
+    "run": "prompts per frame: the annotated frames (the --max-pinned most recent) plus the most "
+           "recent predicted frames (default: 8); fewer is quicker, the time a frame grows about as "
+           "N + 1",
+    "batch": "prompts per frame of each video, as in vos run: its annotated frames plus its most "
+             "recent predicted frames (default: 8)",
+    "image": "use at most N of the prompt image/mask pairs, the first ones (default: all of them)",
+}
+
+
+def _add_model_args(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--checkpoint", default=None, metavar="ID_OR_PATH",
                    help="hub repo id, hub-layout folder, .safetensors file or Painter .pth "
-                        "(default: BAAI/seggpt-vit-large)")
+                        "(default: BAAI/seggpt-vit-large; offline, HF_HUB_OFFLINE=1 reads the "
+                        "Hugging Face cache only)")
     _add_device_args(p)
-    p.add_argument("--context", type=int, default=None, metavar="N",
-                   help="prompts per frame: the annotated frames (see --max-pinned of vos run) "
-                        "plus the most recent predictions (default: 8)")
+    p.add_argument("--context", type=int, default=None, metavar="N", help=CONTEXT_HELP[command])
     p.add_argument("--config", default=None, metavar="FILE",
                    help="JSON file of defaults for these options (command-line flags win)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
 
 
-def _add_prompt_args(p: argparse.ArgumentParser, *, required: bool) -> argparse._MutuallyExclusiveGroup:
+def _add_prompt_args(p: argparse.ArgumentParser, *, required: bool = False,
+                     group: argparse._MutuallyExclusiveGroup | None = None) -> argparse._MutuallyExclusiveGroup:
     """First mask from words: --text / --example + --example-mask / --classes and their options
-    (``transformers`` models, the prompts extra). Returns the exclusive group of the prompt kinds
-    (``vos run`` adds ``--first-mask`` to it)."""
-    group = p.add_mutually_exclusive_group(required=required)
+    (``transformers`` models, the prompts extra), in ``group`` (made here when None: the command's
+    own mask options, added to the group before, are listed first in ``--help``). Returns the
+    exclusive group of the prompt kinds."""
+    group = group if group is not None else p.add_mutually_exclusive_group(required=required)
     group.add_argument("--text", action="append", default=None, metavar="T",
                        help="one object per text, ids 1, 2, ... in the order given (CLIPSeg; "
                             "repeat for several objects)")
@@ -116,12 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- vos run ---------------------------------------------------------------------------
     p = sub.add_parser(
         "run", help="segment one video from masks of its first (or any) frames",
-        description="Stream one video (a file FFmpeg reads, or a folder of jpg/png frames sorted "
-                    "by name) through SegGPT and write one DAVIS palette PNG per frame to "
-                    "DIR/NAME/00000.png, ... plus DIR/NAME/manifest.json.",
+        description="Stream one video (a file FFmpeg reads, or a folder of jpg/png frames sorted\n"
+                    "by name) through SegGPT and write one DAVIS palette PNG per frame to\n"
+                    "DIR/NAME/00000.png, ... plus DIR/NAME/manifest.json. A finished DIR/NAME is\n"
+                    "never replaced without --overwrite. On a CPU, try --frames 0:6 --context 2\n"
+                    "first: one line after the first frame estimates the whole run's time.",
         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("video", metavar="VIDEO", help="video file (mp4, mkv, webm, avi, mov) or frame folder")
-    group = _add_prompt_args(p, required=False)
+    group = p.add_mutually_exclusive_group()
     group.add_argument("--first-mask", default=None, metavar="MASK",
                        help="first frame's annotation: DAVIS palette PNG, grayscale PNG of object ids "
                             "(or 0/255), or RGB colour mask (one object per colour); same as "
@@ -132,12 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable; frames before the earliest one are segmented backward from it "
                         "(see below). At least one of --first-mask / --mask / --text / --example "
                         "/ --classes is needed")
-    p.add_argument("--max-pinned", type=int, default=None, metavar="P",
-                   help="annotated frames kept as prompts, the P most recent (default: 4)")
+    p.add_argument("--frames", default=None, metavar="START:STOP",
+                   help="segment only frames START..STOP-1 (0-based, STOP excluded, a Python slice "
+                        "of the decoded frames; 10: and :50 work too); mask indices stay those of "
+                        "the whole video and must fall inside (default: every frame)")
     p.add_argument("--output", default=None, metavar="DIR", help="output root (default: results)")
     p.add_argument("--name", default=None, metavar="NAME",
                    help="output sub-folder (default: the video's stem or the folder's name)")
-    _add_model_args(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished DIR/NAME (one with its manifest.json) when the new run "
+                        "completes (default: such a folder is an error, left untouched)")
+    _add_prompt_args(p, group=group)
+    p.add_argument("--max-pinned", type=int, default=None, metavar="P",
+                   help="annotated frames kept as prompts, the P most recent (default: 4)")
+    _add_model_args(p, "run")
     p.add_argument("--per-object", action="store_true",
                    help="one binary pass per object, merged by the highest foreground score "
                         "(default: all objects in one pass, each in its own colour)")
@@ -145,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write an H.264 video of the frames with coloured masks")
     p.add_argument("--mask-video", default=None, metavar="PATH.mkv",
                    help="also write a lossless FFV1 gray video of the label maps")
+    p.add_argument("--fps", type=float, default=None, metavar="F",
+                   help="frame rate of --overlay and --mask-video for a folder of frames "
+                        "(default: 24); a video file keeps its own timing")
     p.add_argument("--allow-partial", action="store_true",
                    help="keep the frames decoded before a corrupt part of the video instead of failing")
     p.add_argument("--address", default=None, metavar="auto|ray://HOST:PORT",
@@ -165,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs per actor, fractions allowed (default: 1 if GPUs exist, else 0)")
     p.add_argument("--cpus-per-actor", type=float, default=None, metavar="C",
                    help="CPUs per actor (default: 1)")
-    _add_model_args(p)
+    _add_model_args(p, "batch")
     p.add_argument("--resume", action="store_true",
                    help="skip videos whose complete output and manifest entry exist")
     p.add_argument("--max-retries", type=int, default=None, metavar="R",
@@ -207,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classes besides background when masks are label maps (palette colours)")
     p.add_argument("--output", default=None, metavar="DIR", help="output folder (default: results)")
     p.add_argument("--overlay", action="store_true", help="also write an overlay PNG per query")
-    _add_model_args(p)
+    _add_model_args(p, "image")
 
     # ---- vos mask --------------------------------------------------------------------------
     p = sub.add_parser(

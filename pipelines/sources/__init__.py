@@ -70,6 +70,7 @@ from pipelines.errors import VideoDecodeError
 from pipelines.sources.base import (IMAGE_EXTENSIONS, CorruptVideoError, Frame, FrameGapWarning, FrameSource,
                                     PartialVideoWarning, natural_sort_key)
 from pipelines.sources.folder import FrameFolderSource, load_image
+from pipelines.sources.frame_range import FrameRange, parse_frame_range
 from pipelines.sources.video import VideoFileSource
 
 __all__ = [
@@ -78,12 +79,14 @@ __all__ = [
     "Frame",
     "FrameFolderSource",
     "FrameGapWarning",
+    "FrameRange",
     "FrameSource",
     "PartialVideoWarning",
     "VideoFileSource",
     "load_image",
     "natural_sort_key",
     "open_source",
+    "parse_frame_range",
 ]
 
 

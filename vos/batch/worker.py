@@ -186,8 +186,9 @@ class VideoWorker(ModelWorker):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                result = run_video(job["video"], output=job["output"], name=job["name"],
-                                   checkpoint=self.checkpoint, quiet=True, stage=self.stage, **kwargs)
+                result = run_video(job["video"], output=job["output"], name=job["name"],   # a rerun replaces
+                                   checkpoint=self.checkpoint, quiet=True, stage=self.stage,     # (--resume skips)
+                                   overwrite=True, **kwargs)
             except user_errors() as exc:
                 record.error, record.error_type, record.user_error = one_line(exc), type(exc).__name__, True
             except Exception as exc:  # the video's own failure: report it, keep the worker

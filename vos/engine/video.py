@@ -35,7 +35,7 @@ from tqdm import tqdm
 from pipelines.errors import OutputError, VideoDecodeError
 from pipelines.model_stage import load_stage
 from pipelines.runner import PipelineStats, run_pipeline
-from pipelines.sources import Frame, FrameFolderSource, open_source
+from pipelines.sources import Frame, FrameFolderSource, FrameRange, open_source, parse_frame_range
 from pipelines.writers import MaskVideoWriter, OverlayVideoWriter, PalettePngWriter
 from seggpt_model.config import DEFAULT_CHECKPOINT
 from seggpt_model.files import make_temp_dir, publish_dir, remove_stale_temps
@@ -126,6 +126,71 @@ def _outside(path: Path, k: int, frames: int) -> UserError:
     return UserError(f"{path}: mask of frame {k} is outside the video ({frames} frames, 0..{frames - 1})")
 
 
+def frame_range(frames: str | tuple[int, int | None] | None) -> tuple[int, int | None]:
+    """``--frames`` as ``(start, stop)``: ``None`` (the whole video: ``(0, None)``), a
+    ``"START:STOP"`` string (:func:`pipelines.sources.parse_frame_range`) or a pair of ints.
+
+    Raises:
+        UserError: not a range of 0-based frame indices with ``START < STOP``.
+    """
+    if frames is None:
+        return 0, None
+    try:
+        if isinstance(frames, str):
+            return parse_frame_range(frames)
+        start, stop = frames
+        return parse_frame_range(f"{int(start)}:{'' if stop is None else int(stop)}")
+    except (TypeError, ValueError) as exc:
+        raise UserError(str(exc) if str(exc).startswith("--frames") else
+                        f"--frames {frames!r}: expected START:STOP") from None
+
+
+def finished_result(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished result (its ``manifest.json``, written last)."""
+    return (Path(folder) / "manifest.json").is_file()
+
+
+def check_not_finished(folder: Path) -> None:
+    """Refuse to replace a finished result (``vos run`` without ``--overwrite``).
+
+    Raises:
+        OutputError: ``folder`` holds a ``manifest.json``.
+    """
+    if finished_result(folder):
+        raise OutputError(f"{folder}: holds a finished result (manifest.json); pass --overwrite "
+                          f"to replace it, or choose another --output or --name")
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
+
+
+def cpu_estimate_line(seconds: float, prompts: int, context: int, frames: int | None) -> str:
+    """The one line ``vos run`` prints on a CPU after its first segmented frame.
+
+    The forward's cost grows with the prompts as ``prompts + 1`` (the query half once, each prompt
+    canvas once; measured: 4.35x to 4.9x from 1 to 8 prompts against 4.5x, docs/benchmarks.md), so
+    ``seconds`` measured with ``prompts`` prompts is scaled to the full ``context``.
+
+    Args:
+        seconds: wall time of the first segmented frame (model stage).
+        prompts: prompts it was segmented with (>= 1).
+        context: ``--context``, the prompts of later frames.
+        frames: frames left to segment, or None when unknown.
+
+    Returns:
+        ``"about 45 s a frame on this CPU: ~30 min for 40 frames; --device cuda, --context 2 or
+        --frames for a quicker look"``.
+    """
+    per_frame = seconds * (max(context, prompts) + 1) / (max(prompts, 1) + 1)
+    line = f"about {_seconds(per_frame)} a frame on this CPU"
+    if frames:
+        total = per_frame * frames
+        line += f": ~{_seconds(total) if total < 120 else f'{total / 60:.0f} min'} for {frames} frames"
+    hints = ["--device cuda", *(["--context 2"] if context > 2 else []), "--frames"]
+    return f"{line}; {', '.join(hints[:-1])} or {hints[-1]} for a quicker look"
+
+
 def _propose_frame0(source, video, prompt, proposer, device, dtype):
     """Frame 0's mask proposed from a word prompt, as a :class:`vos.labels.FirstMask`, and the
     proposal's info for the manifest.
@@ -156,7 +221,8 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
               device: str | None = "auto", dtype: str | None = "auto", context: int = DEFAULT_CONTEXT,
               per_object: bool = False, overlay: str | os.PathLike | None = None,
               mask_video: str | os.PathLike | None = None, allow_partial: bool = False, quiet: bool = True,
-              stage=None, prompt=None, proposer=None) -> RunResult:
+              stage=None, prompt=None, proposer=None, frames: str | tuple[int, int | None] | None = None,
+              fps: float | None = None, overwrite: bool = False) -> RunResult:
     """Segment every frame of one video from masks of some of its frames (library form of ``vos run``).
 
     Args:
@@ -181,6 +247,15 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
             prompt, the model, the threshold and each object's pixel count.
         proposer: a :class:`vos.prompts.first_mask.FirstMaskProposer` with its models loaded (reused across
             videos); None loads them on ``device``/``dtype`` when ``prompt`` is given.
+        frames: ``"START:STOP"`` or ``(START, STOP)``: only these frames (0-based indices of the
+            whole video, STOP excluded, ``None`` for the end), as a Python slice of the decoded
+            frames (:class:`pipelines.sources.FrameRange`); every mask index (and frame 0 of a word
+            prompt) must fall inside. None: every frame.
+        fps: frame rate of ``overlay`` and ``mask_video`` for a frame folder (default 24); a video
+            file keeps its own timing (used only when the container declares no rate).
+        overwrite: replace a finished ``output/name`` (one with its ``manifest.json``); without it
+            such a folder is an error before any work. The old result is replaced only when the
+            new one is complete.
 
     Returns:
         :class:`RunResult`; ``manifest["annotations"]`` lists every annotated frame.
@@ -190,24 +265,45 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
             another size or with more than 254 objects, a frame index outside the video (known
             only once it is decoded), a bad ``context`` / ``max_pinned``;
         pipelines.errors.PipelineError (VideoDecodeError, OutputError), seggpt_model.CheckpointError:
-            bad input, output or checkpoint. In every case (and on Ctrl-C / SIGTERM) no
-            finished-looking output is left behind.
+            bad input, output or checkpoint; OutputError: a finished ``output/name`` without
+            ``overwrite``, or ``output`` is a file. In every case (and on Ctrl-C / SIGTERM) no
+            finished-looking output is left behind, and no folder this call created.
     """
     if prompt is not None:
         prompt.check()
     paths = annotation_paths(first_mask, masks, frame0_prompt=prompt is not None)
     check_positive("context", context)
     check_positive("max_pinned", max_pinned)
+    start, stop = frame_range(frames)
+    in_range = f"--frames {start}:{'' if stop is None else stop}"
+    for k, path in paths.items():
+        if k < start or (stop is not None and k >= stop):
+            raise UserError(f"{path}: mask of frame {k} is outside {in_range}")
+    if prompt is not None and start > 0:
+        raise UserError(f"the word prompt proposes frame 0's mask, which is outside {in_range}: "
+                        f"propose it with vos mask --frame {start} and pass --mask {start}:FILE")
     if stage is None:  # check device and dtype before touching inputs or weights
         check_device_dtype(device, dtype)
     t_start = time.perf_counter()
-    source = open_source(video, allow_partial=allow_partial)
     try:
+        source = open_source(video, allow_partial=allow_partial, fps=fps)
+    except ValueError as exc:    # a bad fps
+        raise UserError(f"--fps: {exc}") from None
+    try:
+        root = Path(output)
+        final = root / (name or source.name)
+        blocker = next((p for p in (root, *root.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise OutputError(f"{blocker}: is a file, not a folder (--output {root})")
+        if not overwrite:
+            check_not_finished(final)
         size = (source.width, source.height)
         if isinstance(source, FrameFolderSource):     # the frame count is known before decoding
             for k, path in paths.items():
                 if k >= source.num_frames:
                     raise _outside(path, k, source.num_frames)
+        if start > 0 or stop is not None:
+            source = FrameRange(source, start, stop)
         annotations = {k: read_first_mask(path, frame_size=size) for k, path in paths.items()}
         proposal = None
         if prompt is not None:                        # frame 0's mask from words
@@ -215,8 +311,7 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
             annotations = dict(sorted(annotations.items()))
         first = next(iter(annotations))               # A, the earliest annotated frame
         name = name or source.name
-        root = Path(output)
-        final = root / name
+        created = [p for p in (root, *root.parents) if not p.exists()]   # removed again on failure
         try:
             remove_stale_temps(root, name)            # left by a killed earlier run
             tmp = make_temp_dir(root, name)
@@ -226,11 +321,11 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
         try:
             palette = davis_palette()
             writers.append(PalettePngWriter(tmp, palette))
-            fps = source.fps or 24.0
+            rate = source.fps or 24.0
             if mask_video is not None:
-                writers.append(MaskVideoWriter(mask_video, source.width, source.height, fps))
+                writers.append(MaskVideoWriter(mask_video, source.width, source.height, rate))
             if overlay is not None:
-                writers.append(OverlayVideoWriter(overlay, source.width, source.height, fps, palette))
+                writers.append(OverlayVideoWriter(overlay, source.width, source.height, rate, palette))
             t_load = time.perf_counter()
             if stage is None:
                 if not quiet:
@@ -243,7 +338,15 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                                        max_pinned=max_pinned, per_object=per_object)
             for k, mask in annotations.items():
                 predictor.add_mask(k, mask.labels, mask.void)
-            spill = tmp / ".spill"          # frames 0..A-1 (rgb, then backward ids), one .npy each
+            spill = tmp / ".spill"          # frames start..A-1 (rgb, then backward ids), one .npy each
+            estimate = not quiet and getattr(stage.device, "type", None) == "cpu"   # one estimate on a CPU
+
+            def timed_first(seconds: float, prompts: int) -> None:
+                nonlocal estimate
+                if estimate:
+                    estimate = False
+                    left = source.num_frames and max(source.num_frames - len(annotations), 1)
+                    tqdm.write(cpu_estimate_line(seconds, prompts, context, left), file=sys.stderr)
             spill_pts: list[float | None] = []
             records: list[dict] = []
             bar = tqdm(total=source.num_frames, unit="frame", desc=name, disable=quiet,
@@ -258,10 +361,15 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                     np.save(spilled(frame.index, "rgb"), frame.rgb, allow_pickle=False)
                     spill_pts.append(frame.pts)
                     return None
+                prompts, t0 = len(predictor.memory), time.perf_counter()
                 ids = predictor.step(frame.index, frame.rgb)
-                if frame.index == first and first > 0:
-                    rgbs = (np.load(spilled(k, "rgb")) for k in range(first - 1, -1, -1))
-                    for k, back in zip(range(first - 1, -1, -1), predictor.backward(rgbs)):
+                if frame.index not in annotations:
+                    timed_first(time.perf_counter() - t0, prompts)
+                if frame.index == first and first > start:
+                    rgbs = (np.load(spilled(k, "rgb")) for k in range(first - 1, start - 1, -1))
+                    t0 = time.perf_counter()
+                    for k, back in zip(range(first - 1, start - 1, -1), predictor.backward(rgbs)):
+                        timed_first(time.perf_counter() - t0, 1)    # backward starts from A alone
                         np.save(spilled(k, "ids"), back, allow_pickle=False)
                 return frame, ids
 
@@ -276,9 +384,10 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                 if item is None:
                     return
                 frame, ids = item
-                if frame.index == first:                # frames 0..A-1 first, in order, from the spill
-                    for k in range(first):
-                        write(Frame(k, spill_pts[k], np.load(spilled(k, "rgb"))), np.load(spilled(k, "ids")))
+                if frame.index == first:                # frames start..A-1 first, in order, from the spill
+                    for k in range(start, first):
+                        write(Frame(k, spill_pts[k - start], np.load(spilled(k, "rgb"))),
+                              np.load(spilled(k, "ids")))
                         spilled(k, "rgb").unlink()
                         spilled(k, "ids").unlink()
                 write(frame, ids)
@@ -289,7 +398,9 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
             finally:
                 bar.close()
             shutil.rmtree(spill, ignore_errors=True)
-            decoded = max(stats.items_read, len(records))
+            decoded = start + max(stats.items_read, len(records))
+            if start > 0 and not stats.items_read:
+                raise UserError(f"{video}: no frame in {in_range} (the video has fewer frames)")
             for k in predictor.pending_frames:        # K outside the video: known only now
                 raise _outside(paths[k], k, decoded)
             for w in writers:
@@ -306,6 +417,7 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                 "width": source.width,
                 "height": source.height,
                 "fps": source.fps,
+                "frame_range": [start, stop] if (start > 0 or stop is not None) else None,
                 "objects": sorted(predictor.object_ids),
                 "settings": {
                     "checkpoint": checkpoint or DEFAULT_CHECKPOINT,
@@ -324,11 +436,18 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                 "frame_list": records,
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+            if not overwrite:
+                check_not_finished(final)             # finished meanwhile by another run
             publish_dir(tmp, final)
         except BaseException:          # errors, Ctrl-C and SIGTERM (vos.signals.Terminated)
             for w in writers:
                 w.abort()
             shutil.rmtree(tmp, ignore_errors=True)
+            for folder in created:                   # the output folders this run created, if empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
             raise
     finally:
         source.close()
