@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -68,10 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = [sys.executable, "-m", "vos.cli", "run", str(frames), "--first-mask", str(mask),
             "--frames", args.frames, "--context", str(args.context), "--device", "cpu",
             "--checkpoint", str(checkpoint), "--output", str(work / "out")]
+    load_before = os.getloadavg()[0]
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     wall = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    load = max(load_before, os.getloadavg()[0])
     if proc.returncode != 0:
         print(proc.stderr, file=sys.stderr)
         return proc.returncode
@@ -87,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         f"`vos run {SEQUENCE} --first-mask 00000.png --frames {args.frames} --context {args.context} "
         f"--device cpu` ({manifest['frames']} real DAVIS frames, 854x480, {segmented} segmented): "
         f"{wall:.0f} s for the whole command (model load {t['model_load_s']:.1f} s, model stage "
-        f"{t['model_s']:.0f} s: {per_frame:.1f} s a segmented frame).", "",
+        f"{t['model_s']:.0f} s: {per_frame:.1f} s a segmented frame). CPU time of the command "
+        f"{cpu:.0f} s (user + system, all threads; {cpu / (os.cpu_count() or 1):.0f} s of wall on "
+        f"{os.cpu_count()} otherwise idle cores); load average {load:.1f} while it ran (the machine "
+        f"is shared: wall times above that core count are stretched).", "",
         f"Its estimate line after the first segmented frame: `{estimate}`.",
     ]
     return report("bench_quick_look", "The README's quick look on a CPU", lines, write=not args.no_doc)

@@ -229,8 +229,9 @@ def _hub_reachable(repo_id: str, revision: str | None, timeout: float = HUB_PROB
     (connection refused, DNS failure, timeout) means unreachable: ``hf_hub_download`` would retry
     for about 25 s (1+2+4+8+8 s of back-off) before giving up, so the caller reads the cache only.
     """
+    # huggingface_hub is imported only when a hub id is resolved, as in _download
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError  # (same reason)
 
     try:
         get_hf_file_metadata(hf_hub_url(repo_id, CONFIG_NAME, revision=revision), timeout=timeout)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipelines.sources import PartialVideoWarning
 from tests._media import encode_mp4
 from vos.cli import main as vos_main
 from vos.labels import davis_palette
@@ -69,6 +70,7 @@ def test_prompt_memory_keeps_first_and_most_recent():
         PromptMemory(context=2).prompts()
 
 
+@pytest.mark.slow  # all 40 frames, PNGs + mask video + overlay
 def test_car_shadow_frame_folder(tiny_hf_dir, shared_data, tmp_path, capsys):
     frames, ann = _davis(shared_data, "car-shadow")
     rc = _run(frames, "--first-mask", ann / "00000.png", "--checkpoint", tiny_hf_dir,
@@ -93,6 +95,7 @@ def test_car_shadow_frame_folder(tiny_hf_dir, shared_data, tmp_path, capsys):
         assert sum(1 for _ in c.decode(video=0)) == 40
 
 
+@pytest.mark.slow  # all 40 frames of an mp4
 def test_car_shadow_mp4(tiny_hf_dir, shared_data, tmp_path):
     frames, ann = _davis(shared_data, "car-shadow")
     video = encode_mp4(frames, tmp_path / "car.mp4")
@@ -105,7 +108,7 @@ def test_car_shadow_mp4(tiny_hf_dir, shared_data, tmp_path):
 
 
 @pytest.mark.parametrize("per_object", [False, True])
-@pytest.mark.parametrize("seq", ["bike", "tennis"])
+@pytest.mark.parametrize("seq", [pytest.param("bike", marks=pytest.mark.slow), "tennis"])  # bike: 4 frames, tennis 2
 def test_multi_object_first_frames(tiny_hf_dir, shared_data, tmp_path, seq, per_object):
     frames, ann = _davis(shared_data, seq, root="prompts/first_frame_only")
     extra = ["--per-object"] if per_object else []
@@ -205,6 +208,7 @@ def test_bad_videos(tiny_hf_dir, shared_data, tmp_path, capsys, small_video):
     _expect_error(capsys, tmp_path, [audio, *common], "audio.mka")
 
 
+@pytest.mark.slow  # encodes and runs damaged videos
 def test_truncated_video_and_allow_partial(tiny_hf_dir, shared_data, tmp_path, capsys):
     frames, ann = _davis(shared_data, "car-shadow")
     mkv = tmp_path / "clip.mkv"
@@ -223,7 +227,8 @@ def test_truncated_video_and_allow_partial(tiny_hf_dir, shared_data, tmp_path, c
     cut.write_bytes(data[: int(len(data) * 0.6)])
     common = ["--first-mask", ann / "00000.png", "--checkpoint", tiny_hf_dir, "--context", "1"]
     _expect_error(capsys, tmp_path, [cut, *common], "cut.mkv")
-    rc = _run(cut, *common, "--allow-partial", "--output", tmp_path / "partial", "--quiet")
+    with pytest.warns(PartialVideoWarning, match="cut.mkv: corrupt after frame"):
+        rc = _run(cut, *common, "--allow-partial", "--output", tmp_path / "partial", "--quiet")
     assert rc == 0
     manifest = json.loads((tmp_path / "partial" / "cut" / "manifest.json").read_text())
     assert 1 <= manifest["frames"] < 12
@@ -247,6 +252,7 @@ def test_bad_masks(tiny_hf_dir, shared_data, tmp_path, capsys, small_video):
     _expect_error(capsys, tmp_path, [*common, "--first-mask", tmp_path / "many.png"], "many.png")
 
 
+@pytest.mark.slow  # a full run
 def test_mask_with_close_aspect_is_resized_with_warning(tiny_hf_dir, tmp_path, capsys, small_video):
     mask = np.zeros((240, 427), np.uint8)
     mask[100:140, 200:260] = 1
@@ -322,6 +328,7 @@ def _wait_for_png(proc: subprocess.Popen, out: Path, name: str, timeout_s: float
     pytest.fail("no PNG appeared in the temporary folder")
 
 
+@pytest.mark.slow  # a run in a subprocess until its first PNG
 def test_sigterm_removes_the_temporary_folder(tiny_hf_dir, shared_data, tmp_path):
     import signal
 
@@ -333,9 +340,10 @@ def test_sigterm_removes_the_temporary_folder(tiny_hf_dir, shared_data, tmp_path
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "vos run: terminated"
-    assert list(out.iterdir()) == []                  # no .car.tmp-*, no car
+    assert not out.exists()         # no .car.tmp-*, no car, not even the folder the run created
 
 
+@pytest.mark.slow  # two runs, one in a subprocess
 def test_sigkill_leftover_is_removed_by_the_next_run(tiny_hf_dir, shared_data, tmp_path):
     frames, ann = _davis(shared_data, "car-shadow")
     short = tmp_path / "short"

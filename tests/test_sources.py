@@ -625,6 +625,7 @@ def test_rotation_matches_ffmpeg_cli_autorotate(vids, degrees, hflip, vflip):
 # --------------------------------------------------------------------------- memory
 
 
+@pytest.mark.slow  # decodes 300 frames
 def test_source_does_not_hold_frames(vids):
     path = write_video(vids / "long.mp4", gray_frames(300, 64, 64))
     alive_max = 0

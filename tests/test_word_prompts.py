@@ -48,6 +48,7 @@ def _vos(*argv) -> int:
     return vos_main([str(a) for a in argv])
 
 
+@pytest.mark.slow  # three runs
 def test_run_text_equals_run_first_mask_of_vos_mask(tmp_path, frames, clipseg_dir, tiny_hf_dir, threshold):
     words = ["--text", TEXTS[0], "--text", TEXTS[1], "--threshold", threshold,
              "--text-model", clipseg_dir, "--device", "cpu"]
@@ -70,6 +71,7 @@ def test_run_text_equals_run_first_mask_of_vos_mask(tmp_path, frames, clipseg_di
     assert manifest["annotations"][0]["frame"] == 0 and manifest["annotations"][0]["proposed"] is True
 
 
+@pytest.mark.slow  # two runs with SegFormer
 def test_run_classes_with_a_later_mask(tmp_path, frames, segformer_dir, tiny_hf_dir, shared_data):
     """--classes proposes frame 0; a --mask on a later frame still adds/corrects objects."""
     from vos.prompts.segformer import Segformer
@@ -106,6 +108,7 @@ def test_run_word_prompt_bad_input_exits_2_and_writes_nothing(tmp_path, frames, 
         assert list(tmp_path.iterdir()) == [], name
 
 
+@pytest.mark.slow  # three commands
 def test_image_text_equals_image_with_the_proposed_prompt_mask(tmp_path, frames, clipseg_dir, tiny_hf_dir,
                                                                threshold):
     queries = [frames / "00000.jpg", frames / "00004.jpg"]
@@ -122,6 +125,7 @@ def test_image_text_equals_image_with_the_proposed_prompt_mask(tmp_path, frames,
     assert set(np.unique(a).tolist()) <= {0, 1, 2}
 
 
+@pytest.mark.slow  # a worker run and a vos run
 def test_batch_worker_text_job_equals_run_first_mask(tmp_path, frames, clipseg_dir, tiny_hf_dir, threshold):
     """A batch job with ``text`` (what vos.datasets.job reads from a JSONL manifest) runs on the worker with
     its own proposer, exactly as vos run --first-mask of the proposed mask."""
