@@ -209,3 +209,28 @@ def test_context_help_fits_each_command():
     image_context = image[image.index("--context N", image.index("options:")):]
     assert image_context.startswith("--context N use at most N of the prompt image/mask pairs")
     assert "predicted" not in image_context.split("--config")[0]
+
+
+def test_no_estimate_line_off_the_cpu(tiny_hf_dir, clip, tmp_path, capsys):
+    """The estimate is for CPUs only: the same run with the stage reporting a CUDA device prints none."""
+    import torch
+
+    from pipelines.model_stage import load_stage
+    from vos.engine.video import run_video
+
+    class ReportsCuda:            # the real stage, computing on the CPU, seen by run_video as on CUDA
+        device = torch.device("cuda")
+
+        def __init__(self, stage):
+            self._stage = stage
+
+        def __getattr__(self, name):
+            return getattr(self._stage, name)
+
+    folder, mask = clip
+    stage = load_stage(str(tiny_hf_dir), "cpu", "float32")
+    run_video(folder, mask, output=tmp_path / "a", frames="0:3", context=2, quiet=False, stage=stage)
+    assert "about" in capsys.readouterr().err
+    run_video(folder, mask, output=tmp_path / "b", frames="0:3", context=2, quiet=False,
+              stage=ReportsCuda(stage))
+    assert "about" not in capsys.readouterr().err
