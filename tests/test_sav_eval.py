@@ -374,7 +374,8 @@ def test_hand_object_appears_late_and_predicted_early(tmp_path):
     assert sav["per_object"]["v_2"]["J-Mean"] == pytest.approx(2 / 3, abs=1e-15)
     assert sav["global"]["J-Mean"] == pytest.approx((1 + 2 / 3) / 2, abs=1e-15)
     # DAVIS: N = 1 (the first frame's largest id): object 2 is not scored at all
-    davis = evaluate_davis(root, r, workers=1)
+    with pytest.warns(EvalWarning, match="result ids 2 are not objects"):
+        davis = evaluate_davis(root, r, workers=1)
     assert list(davis["per_object"]) == ["v_1"] and davis["global"]["J-Mean"] == 1.0
     # with the first and last frames kept, object 2 still starts on frame 2 and frame 5 counts
     kept = evaluate_sav(ann, r, keep_first_last=True, workers=1)
@@ -557,7 +558,7 @@ def test_error_non_binary_sav_png(small_sav, capsys):
     Image.fromarray(a, mode="L").save(bad)
     expect_error(capsys, ["--protocol", "sav", "--gt-root", gt, "--results", r], bad, "binary",
                  "0, 1, 2")
-    bad_gt = gt / "v" / "001" / f"{stem(2)}.png"
+    bad_gt = gt / "v" / "000" / f"{stem(1)}.png"   # read before the bad result of that frame
     a[a == 0] = 7
     write_ids(bad_gt, a)
     expect_error(capsys, ["--protocol", "sav", "--gt-root", gt, "--results", r], bad_gt, "binary")
@@ -578,6 +579,9 @@ def test_error_option_mismatch(small_sav, tmp_path, capsys):
     expect_error(capsys, ["--protocol", "davis2017", "--gt-root", gt, "--results", r], "--davis-root")
     expect_error(capsys, ["--protocol", "sav", "--gt-root", gt, "--results", r, "--csv-dir",
                           tmp_path / "csv"], "--csv-dir")
+    expect_error(capsys, ["--davis-root", gt, "--results", r, "--keep-first-last"],
+                 "--keep-first-last")
+    expect_error(capsys, ["--gt-root", gt, "--results", r, "--set", "train"], "--set")
     expect_error(capsys, ["--results", r], "--davis-root", "--gt-root")
     expect_error(capsys, ["--protocol", "sav", "--gt-root", gt, "--davis-root", gt, "--results", r],
                  "--davis-root", "--gt-root")
