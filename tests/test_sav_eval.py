@@ -275,6 +275,19 @@ def test_id_folders_workers_and_video_order(id_tree):
                                               abs=1e-12)
 
 
+def test_frames_in_file_name_order(tmp_path):
+    # the reference sorts file names: "a-1.png" < "a-2.png" < "a-3.png" < "a.png" ('-' < '.'), while
+    # the stems sort "a" first; the first and last frames skipped must be those of the file order
+    gt, res = gen_id_video(40, 60, 5, 11, {1: (0, 4), 2: (0, 4)})
+    names = ["a-1", "a-2", "a", "a-3", "b"]
+    for name, g, r in zip(names, gt, res):
+        write_ids(tmp_path / "GT" / "v" / f"{name}.png", g)
+        write_ids(tmp_path / "R" / "v" / f"{name}.png", r)
+    result = evaluate_sav(tmp_path / "GT", tmp_path / "R", workers=1)
+    assert result["per_frame"]["v_1"]["frames"] == ["a-2", "a-3", "a"]
+    check(result, vb_reference(tmp_path / "GT", tmp_path / "R", False))
+
+
 @pytest.fixture(scope="module")
 def sav_tree(tmp_path_factory):
     """SA-V per-object folders: overlapping objects, objects that start late, non-contiguous object

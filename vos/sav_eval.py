@@ -108,6 +108,12 @@ class _Track:
 # --------------------------------------------------------------------------------------------------
 
 
+def _frame_stems(folder: str) -> list[str]:
+    """Stems of the ``*.png`` files of a folder, ordered as the reference orders them: by file name
+    (``sorted(os.listdir())``; ``a-b.png`` comes before ``a.png``)."""
+    return sorted(_png_stems(folder), key=lambda s: s + ".png")
+
+
 def _subdirs(folder: Path) -> list[str]:
     try:
         return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
@@ -162,7 +168,7 @@ def _plan(gt_root: Path, results_dir: Path, names: list[str], keep_first_last: b
         vdir = gt_root / vid
         if not vdir.is_dir():
             raise EvalError(f"video {vid}: ground truth folder not found: {vdir}")
-        stems = _png_stems(str(vdir))
+        stems = _frame_stems(str(vdir))
         objs = _subdirs(vdir)
         if stems and objs:
             raise EvalError(f"video {vid}: ground truth folder {vdir} holds both PNGs and sub-folders; "
@@ -191,7 +197,7 @@ def _plan(gt_root: Path, results_dir: Path, names: list[str], keep_first_last: b
             tracks.append(t)
             continue
         for obj in objs:
-            ostems = _png_stems(str(vdir / obj))
+            ostems = _frame_stems(str(vdir / obj))
             t = _Track(vid, obj, str(vdir / obj), str(rdir / obj), scored(ostems))
             if t.frames and not (rdir / obj).is_dir():
                 raise EvalError(f"video {vid}: results have no folder for object {obj}: {rdir / obj} "
@@ -379,8 +385,10 @@ def evaluate_sav(gt_root: str | os.PathLike, results_dir: str | os.PathLike, *,
     for t in tracks:
         objs = _track_objects(t, per_track[t.name])
         if t.obj is not None and not objs:
-            warnings.warn(f"video {t.video} object {t.obj}: empty in all {len(t.frames)} scored "
-                          f"ground-truth frame(s) of {t.gt_dir}; not counted", EvalWarning, stacklevel=2)
+            why = (f"empty in all {len(t.frames)} scored ground-truth frame(s)" if t.frames else
+                   "no scored frame (its first and last frames are not scored)")
+            warnings.warn(f"video {t.video} object {t.obj}: {why} of {t.gt_dir}; not counted",
+                          EvalWarning, stacklevel=2)
         for k, (frames, j, f) in objs.items():
             key = f"{t.video}_{k if t.obj is None else t.obj}"
             jm, fm = float(np.mean(j)), float(np.mean(f))
