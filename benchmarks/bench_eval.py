@@ -7,14 +7,14 @@ Then times, on the same files:
 
 * ``vos eval`` as a command (``vos eval --davis-root ... --results ...``, all cores and ``--workers 1``),
   start-up included;
-* :func:`vos.evaluate.evaluate_davis` in this process (all cores and one worker);
+* :func:`vos.evaluation.davis2017.evaluate_davis` in this process (all cores and one worker);
 * ``vos-benchmark`` (PyPI ``vos-benchmark``, which reproduces the official numbers):
   ``benchmark(..., num_processes=<cores>)`` and its per-video evaluator on one process;
 
 checks that every object's J-Mean and F-Mean agree with vos-benchmark to 1e-9, and prints a Markdown
 table of the timings (median of ``--repeat`` runs) and ratios.
 
-With ``--protocol sav`` it times the SA-V protocol (:func:`vos.sav_eval.evaluate_sav`) instead, on
+With ``--protocol sav`` it times the SA-V protocol (:func:`vos.evaluation.sav.evaluate_sav`) instead, on
 the same objects written both ways: as SA-V per-object folders (``GT/<vid>/<obj>/<stem>.png``, 0/255
 masks) and as id-map folders (``GT/<vid>/<stem>.png``); the references are SAM 2's per-object loop
 around vos-benchmark's ``Evaluator`` (SA-V folders, one process) and vos-benchmark itself (id folders,
@@ -120,10 +120,11 @@ def main() -> int:
     if args.protocol == "sav":
         return main_sav(args)
 
-    from vos.evaluate import _default_workers, evaluate_davis
+    from vos.evaluation.common import default_workers
+    from vos.evaluation.davis2017 import evaluate_davis
     from vos_benchmark.benchmark import VideoEvaluator, benchmark
 
-    cores = _default_workers()
+    cores = default_workers()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_eval_"))
     if work.exists() and any(work.iterdir()):
         shutil.rmtree(work)
@@ -237,11 +238,11 @@ def sam2_sav_loop(gt_root: Path, res_root: Path, names: list[str]) -> dict[str, 
 
 
 def main_sav(args) -> int:
-    from vos.evaluate import _default_workers
-    from vos.sav_eval import evaluate_sav
+    from vos.evaluation.common import default_workers
+    from vos.evaluation.sav import evaluate_sav
     from vos_benchmark.benchmark import VideoEvaluator, benchmark
 
-    cores = _default_workers()
+    cores = default_workers()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_eval_sav_"))
     if work.exists() and any(work.iterdir()):
         shutil.rmtree(work)

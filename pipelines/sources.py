@@ -70,7 +70,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import av
 import numpy as np
+from av.stream import Disposition
+from av.video.reformatter import VideoReformatter
+from PIL import Image, ImageOps
 
 from pipelines.errors import VideoDecodeError
 from seggpt_model.errors import one_line
@@ -284,8 +288,6 @@ class VideoFileSource(FrameSource):
     # ------------------------------------------------------------------ opening
 
     def _open(self):
-        import av
-
         path = self.path
         if not os.access(path, os.R_OK):
             raise VideoDecodeError(f"{path}: cannot read the file (permission denied)")
@@ -333,8 +335,6 @@ class VideoFileSource(FrameSource):
         return container, stream, frames, first
 
     def _video_stream(self, container):
-        from av.stream import Disposition
-
         videos = [
             s
             for s in container.streams.video
@@ -354,6 +354,7 @@ class VideoFileSource(FrameSource):
         matrix = None
         if frame is not None:
             try:
+                # inside the try: PyAV versions without this side-data API fall back below
                 from av.sidedata.sidedata import Type
 
                 sd = frame.side_data.get(Type.DISPLAYMATRIX)
@@ -425,8 +426,6 @@ class VideoFileSource(FrameSource):
         """``(height, width, 3)`` uint8 RGB of a decoded frame, upright, C-contiguous, writeable."""
         w, h = self._size
         if self._reformatter is None:
-            from av.video.reformatter import VideoReformatter
-
             self._reformatter = VideoReformatter()
         # one size for every frame (a resolution change mid-stream is scaled to the first size)
         arr = self._reformatter.reformat(frame, format="rgb24", width=w, height=h).to_ndarray()
@@ -471,8 +470,6 @@ class VideoFileSource(FrameSource):
         )
 
     def __iter__(self) -> Iterator[Frame]:
-        import av
-
         if self._pending is not None:
             state, self._pending = self._pending, None
         else:
@@ -582,8 +579,6 @@ def load_image(file: str | os.PathLike) -> np.ndarray:
         OSError / PIL.UnidentifiedImageError: the file cannot be read as an image (callers wrap it).
         VideoDecodeError: an unexpected decoded layout.
     """
-    from PIL import Image, ImageOps
-
     with Image.open(file) as im:
         im = ImageOps.exif_transpose(im)
         if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit gray: scale, don't clip

@@ -23,7 +23,7 @@ Every writer follows one protocol, :class:`FrameWriter`: ``write(frame, labels)`
   (a ``frame`` that is not a :class:`~pipelines.sources.Frame`: ``TypeError``).
 
 Label maps are ``(H, W)`` ``uint8`` arrays (0 background, 1..254 objects, 255 void); frames are
-``(H, W, 3)`` ``uint8`` RGB. The palette is passed in by the caller (``vos.davis.davis_palette()``)
+``(H, W, 3)`` ``uint8`` RGB. The palette is passed in by the caller (``vos.labels.davis_palette()``)
 so that ``pipelines`` does not import ``vos``. No torch here.
 
 Speed (issue 15: at 45 frames/s a writer has ~22 ms per frame): PNGs are encoded by a small thread
@@ -56,6 +56,7 @@ from seggpt_model.files import atomic_write
 
 __all__ = [
     "PNG_COMPRESS_LEVEL",
+    "save_label_png",
     "FrameWriter",
     "PalettePngWriter",
     "MaskVideoWriter",
@@ -68,6 +69,28 @@ __all__ = [
 #: level 1: 0.8 ms, 4.1 KB per frame; 4: 1.4 ms, 2.4 KB; 6 (Pillow's default): 1.6 ms, 2.2 KB;
 #: 9: 3.3 ms, 1.8 KB. Level 4 is near the default size for less time; all are far below model time.
 PNG_COMPRESS_LEVEL = 4
+
+
+def save_label_png(path: str | os.PathLike[str], data: bytes, size: tuple[int, int], palette: bytes, *,
+                   compress_level: int = PNG_COMPRESS_LEVEL, fsync: bool = True) -> None:
+    """Encode one label map as a palette-mode (``P``) PNG, atomically: the one PNG encoder of label
+    maps (:class:`PalettePngWriter` and ``vos.labels.write_label_png`` call it).
+
+    Args:
+        path: destination ``.png``; its folder must exist.
+        data: the label map's ``H * W`` uint8 bytes, row-major (the ids are the palette indices,
+            written as they are: no quantisation).
+        size: ``(W, H)``.
+        palette: the ``(256, 3)`` uint8 palette as its 768 bytes.
+        compress_level: zlib level 0..9.
+        fsync: flush the file to disk before the rename (:func:`seggpt_model.files.atomic_write`).
+
+    Raises:
+        OSError: the file cannot be written (nothing is left behind).
+    """
+    im = Image.frombuffer("P", size, data, "raw", "P", 0, 1)
+    im.putpalette(palette)
+    atomic_write(path, lambda f: im.save(f, format="PNG", compress_level=compress_level), fsync=fsync)
 
 
 def temp_path_for(path: str | os.PathLike[str]) -> Path:
@@ -258,7 +281,7 @@ class PalettePngWriter(_Writer):
 
     Args:
         out_dir: the folder to write into; created (with parents) if missing.
-        palette: ``(256, 3)`` ``uint8`` RGB colours (``vos.davis.davis_palette()`` for DAVIS).
+        palette: ``(256, 3)`` ``uint8`` RGB colours (``vos.labels.davis_palette()`` for DAVIS).
         compress_level: zlib level 0..9 (default :data:`PNG_COMPRESS_LEVEL`).
         workers: encoding threads; ``None``: :func:`default_png_workers`; ``0``: encode inside
             :meth:`write` (an error is then raised by the ``write`` of that frame).
@@ -311,11 +334,9 @@ class PalettePngWriter(_Writer):
 
     def _save(self, final: Path, data: bytes, size: tuple[int, int]) -> None:
         """Encode one label map (``data``: its ``H * W`` bytes, ``size``: ``(W, H)``) to ``final``."""
-        im = Image.frombuffer("P", size, data, "raw", "P", 0, 1)
-        im.putpalette(self._palette)
         try:
-            atomic_write(final, lambda f: im.save(f, format="PNG", compress_level=self.compress_level),
-                         fsync=self.fsync)
+            save_label_png(final, data, size, self._palette, compress_level=self.compress_level,
+                           fsync=self.fsync)
         except OSError as e:
             raise OutputError(f"{final}: cannot write: {one_line(e)}") from None
 
@@ -663,7 +684,7 @@ class OverlayVideoWriter(_VideoWriter):
         width: frame width ``W`` of the frames given to ``write`` (> 0).
         height: frame height ``H`` (> 0).
         fps: source frame rate (int, float or Fraction), used when ``write`` gets no ``pts``.
-        palette: ``(256, 3)`` ``uint8`` colours (``vos.davis.davis_palette()``).
+        palette: ``(256, 3)`` ``uint8`` colours (``vos.labels.davis_palette()``).
         alpha: mask opacity in 0..1.
         contours: also draw each region's border in the opaque colour.
         crf: x264 constant rate factor (lower = better, 0..51).

@@ -1,4 +1,4 @@
-"""Tests of the SA-V / vos-benchmark J&F protocol: :func:`vos.sav_eval.evaluate_sav` and
+"""Tests of the SA-V / vos-benchmark J&F protocol: :func:`vos.evaluation.sav.evaluate_sav` and
 ``vos eval --protocol sav``.
 
 References:
@@ -29,8 +29,9 @@ from scipy import ndimage as ndi
 from tests.conftest import SHARED_DATA
 from vos import cli
 from vos.errors import EvalError
-from vos.evaluate import EvalWarning, evaluate_davis
-from vos.sav_eval import evaluate_sav
+from vos.evaluation.common import EvalWarning
+from vos.evaluation.davis2017 import evaluate_davis
+from vos.evaluation.sav import evaluate_sav
 
 vb_bench = pytest.importorskip("vos_benchmark.benchmark")
 vb_evaluator = pytest.importorskip("vos_benchmark.evaluator")

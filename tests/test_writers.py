@@ -20,7 +20,7 @@ from pipelines.writers import (
     overlay_masks,
     temp_path_for,
 )
-from vos.davis import davis_palette
+from vos.labels import davis_palette
 
 PAL = davis_palette()
 

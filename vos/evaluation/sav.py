@@ -26,14 +26,14 @@ The rules, exactly as the reference code applies them:
 * **from first seen**: an object's per-frame list starts at the first scored frame where it is in
   the ground truth *or* in the result; from then on every frame counts, with J = F = 1 where both
   masks are empty.
-* **J and F** per object and frame: :mod:`vos.metrics` (J = IoU, 1 when both masks are empty; F the
+* **J and F** per object and frame: :mod:`vos.evaluation.metrics` (J = IoU, 1 when both masks are empty; F the
   DAVIS boundary F-measure with the tolerance disk of radius ``ceil(0.008 * ||(H, W)||)``), the
   same kernel as the DAVIS protocol.
 * **means**: an object's J (F) is the mean over its list; the global J (F) is the mean over all
   objects of all videos, and J&F = (J + F) / 2. Reported as fractions in ``[0, 1]`` (the reference
   prints percents).
 
-Where it differs from the DAVIS 2017 protocol (:mod:`vos.evaluate`): there the objects are
+Where it differs from the DAVIS 2017 protocol (:mod:`vos.evaluation.davis2017`): there the objects are
 ``1..N`` with ``N`` the largest id of the first frame (so a missing id in between is an object with
 an empty mask, J = F = 1 where not predicted, and an id that appears after the first frame above
 ``N`` is not scored), every object is scored on every frame between the first and the last, 255 is
@@ -46,14 +46,14 @@ Where it differs from the reference code, without changing any number it reports
   or unreadable PNG, an SA-V mask that is not binary: more than two values, or two non-zero ones,
   which the reference reads as all object) instead of an assertion or ``exit(1)``;
 * an SA-V object that is empty in every scored ground-truth frame, and a video with no object, are
-  not counted and an :class:`~vos.evaluate.EvalWarning` says so (the reference stops on the former
+  not counted and an :class:`~vos.evaluation.common.EvalWarning` says so (the reference stops on the former
   with an assertion and skips the latter silently);
 * non-PNG and hidden files in a video folder are ignored; results are never written into the
   results folder (``vos-benchmark`` writes ``results.csv`` there).
 
 Library use::
 
-    from vos.sav_eval import evaluate_sav
+    from vos.evaluation.sav import evaluate_sav
     res = evaluate_sav("sav_val/Annotations_6fps", "results/sav_val")
     res["global"]["J&F-Mean"], res["per_object"]["sav_000001_000"]["J-Mean"]
 """
@@ -64,22 +64,30 @@ import json
 import os
 import warnings
 from collections import defaultdict
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vos import metrics
 from vos.errors import EvalError
-from vos.evaluate import (EvalWarning, _chunks, _default_workers, _mp_context, _png_stems,
-                          _read_label_map, _table, _worker_init, _write_text, resolve_sequences)
+from vos.evaluation import metrics
+from vos.evaluation.common import (
+    EvalWarning,
+    default_workers,
+    map_chunks,
+    png_stems,
+    read_label_map,
+    table,
+    write_text,
+)
+from vos.evaluation.davis2017 import resolve_sequences
 
 __all__ = [
     "SAV_COLUMNS",
     "evaluate_sav",
     "format_sav_report",
     "write_sav_json",
+    "davis_videos",
 ]
 
 #: Columns of the global and per-object tables of the SA-V protocol (fractions in [0, 1]).
@@ -88,15 +96,16 @@ SAV_COLUMNS = ("J&F-Mean", "J-Mean", "F-Mean")
 
 @dataclass(frozen=True)
 class _Track:
-    """One unit of the protocol: a DAVIS-style video (``obj is None``: the objects are the ids of its
-    PNGs) or one object folder of an SA-V video (one binary mask per frame)."""
+    """One unit of work (:func:`vos.evaluation.common.map_chunks`): a DAVIS-style video (``obj is
+    None``: the objects are the ids of its PNGs) or one object folder of an SA-V video (one binary
+    mask per frame)."""
 
     video: str
     obj: str | None
     gt_dir: str
     res_dir: str
     frames: tuple[str, ...]   # stems of the scored ground-truth frames, in order
-    n_objects: int = 1        # work weight for the task split (vos.evaluate._chunks)
+    n_objects: int = 1        # work weight (vos.evaluation.common.split_chunks)
 
     @property
     def name(self) -> str:
@@ -111,7 +120,7 @@ class _Track:
 def _frame_stems(folder: str) -> list[str]:
     """Stems of the ``*.png`` files of a folder, ordered as the reference orders them: by file name
     (``sorted(os.listdir())``; ``a-b.png`` comes before ``a.png``)."""
-    return sorted(_png_stems(folder), key=lambda s: s + ".png")
+    return sorted(png_stems(folder), key=lambda s: s + ".png")
 
 
 def _subdirs(folder: Path) -> list[str]:
@@ -122,8 +131,8 @@ def _subdirs(folder: Path) -> list[str]:
 
 
 _ROOT_HINTS = (("Annotations_6fps", "an SA-V split: pass --gt-root {root}/Annotations_6fps"),
-               ("Annotations", "a dataset root: pass --gt-root {root}/Annotations "
-                               "(for DAVIS, --davis-root {root})"))
+               ("Annotations", ("a dataset root: pass --gt-root {root}/Annotations "
+                                "(for DAVIS, --davis-root {root})")))
 
 
 def _list_videos(gt_root: Path, videos: list[str] | None) -> list[str]:
@@ -131,7 +140,7 @@ def _list_videos(gt_root: Path, videos: list[str] | None) -> list[str]:
         raise EvalError(f"ground truth folder not found: {gt_root}")
     names = _subdirs(gt_root)
     for child, hint in _ROOT_HINTS:
-        if child in names and not _png_stems(str(gt_root / child)):
+        if child in names and not png_stems(str(gt_root / child)):
             raise EvalError(f"ground truth folder {gt_root} holds {child}/, so it looks like "
                             f"{hint.format(root=gt_root)}")
     if isinstance(videos, str):
@@ -150,7 +159,7 @@ def _list_videos(gt_root: Path, videos: list[str] | None) -> list[str]:
 
 
 def _missing_frames(where: str, res_dir: str, stems: tuple[str, ...]) -> None:
-    have = set(_png_stems(res_dir))
+    have = set(png_stems(res_dir))
     missing = [s for s in stems if s not in have]
     if missing:
         if not os.path.isdir(res_dir):
@@ -257,8 +266,8 @@ def _score_chunk(track: _Track, start: int, stop: int):
     for stem in track.frames[start:stop]:
         gt_path = os.path.join(track.gt_dir, f"{stem}.png")
         res_path = os.path.join(track.res_dir, f"{stem}.png")
-        gt = _read_label_map(gt_path, f"{where}: ground truth")
-        res = _read_label_map(res_path, f"{where}: result")
+        gt = read_label_map(gt_path, f"{where}: ground truth")
+        res = read_label_map(res_path, f"{where}: result")
         if res.shape != gt.shape:
             raise EvalError(f"{where}: result {res_path} is {res.shape[1]}x{res.shape[0]} but the "
                             f"ground truth {gt_path} is {gt.shape[1]}x{gt.shape[0]}")
@@ -275,37 +284,6 @@ def _score_chunk(track: _Track, start: int, stop: int):
                       for k in sorted(set(gt_ids) | set(res_ids))}
         out.append((gt_ids, res_ids, scores))
     return out
-
-
-def _map_chunks(tracks: list[_Track], workers: int) -> dict[str, list]:
-    """``_score_chunk`` over all tracks, split into frame chunks over ``workers`` processes (as
-    :mod:`vos.evaluate` splits sequences); returns each track's per-frame list in frame order. Of the
-    tasks that fail, the first in track and frame order is re-raised."""
-    tasks = _chunks(tracks, workers)
-    n_proc = min(workers, len(tasks))
-    if n_proc <= 1:
-        outs = [_score_chunk(*t) for t in tasks]
-    else:
-        order = {t.name: i for i, t in enumerate(tracks)}
-        ex = ProcessPoolExecutor(max_workers=n_proc, mp_context=_mp_context(), initializer=_worker_init)
-        try:
-            futures = [ex.submit(_score_chunk, *t) for t in tasks]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            if any(fut.exception() is not None for fut in done):
-                ex.shutdown(wait=True, cancel_futures=True)
-                failed = [(order[t[0].name], t[1], i) for i, (t, fut) in enumerate(zip(tasks, futures))
-                          if fut.done() and not fut.cancelled() and fut.exception() is not None]
-                raise futures[min(failed)[2]].exception()
-            outs = [fut.result() for fut in futures]
-        except BaseException:
-            ex.shutdown(wait=True, cancel_futures=True)
-            raise
-        ex.shutdown(wait=True)
-    parts: dict[str, list] = {t.name: [] for t in tracks}
-    for (t, a, _), out in zip(tasks, outs):
-        parts[t.name].append((a, out))
-    return {name: [fr for _, out in sorted(p, key=lambda x: x[0]) for fr in out]
-            for name, p in parts.items()}
 
 
 def _track_objects(track: _Track, frames: list) -> dict[int, tuple[list[str], list[float], list[float]]]:
@@ -371,13 +349,14 @@ def evaluate_sav(gt_root: str | os.PathLike, results_dir: str | os.PathLike, *,
     ``benchmark``), from ``vos-benchmark`` ``vos_benchmark/benchmark.py`` and ``evaluator.py``.
     """
     if workers is None:
-        workers = _default_workers()
+        workers = default_workers()
     if int(workers) < 1:
         raise EvalError(f"--workers must be at least 1, got {workers}")
     gt_root, results_dir = Path(gt_root), Path(results_dir)
     names = _list_videos(gt_root, videos)
     tracks = _plan(gt_root, results_dir, names, keep_first_last)
-    per_track = _map_chunks(tracks, int(workers))
+    per_track = {name: [fr for out in outs for fr in out]
+                 for name, outs in map_chunks(_score_chunk, tracks, int(workers)).items()}
 
     per_object: dict[str, dict[str, float]] = {}
     per_frame: dict[str, dict] = {}
@@ -439,14 +418,14 @@ def format_sav_report(result: dict) -> str:
     g = result["global"]
     return "\n".join([
         f"------------------- Global results (SA-V protocol, {skip}) -------------------",
-        _table(SAV_COLUMNS, [tuple(g[c] for c in SAV_COLUMNS)]),
+        table(SAV_COLUMNS, [tuple(g[c] for c in SAV_COLUMNS)]),
         "",
         "---------- Per object results ----------",
-        _table(("Object", *SAV_COLUMNS),
+        table(("Object", *SAV_COLUMNS),
                [(k, *(v[c] for c in SAV_COLUMNS)) for k, v in result["per_object"].items()]),
         "",
         "---------- Per video mean ----------",
-        _table(("Video", *SAV_COLUMNS),
+        table(("Video", *SAV_COLUMNS),
                [(k, *(v[c] for c in SAV_COLUMNS)) for k, v in result["per_sequence"].items()]),
     ])
 
@@ -460,17 +439,17 @@ def write_sav_json(result: dict, path: str | os.PathLike) -> None:
     """
     data = {k: result[k] for k in ("protocol", "keep_first_last", "global", "per_object",
                                    "per_sequence")}
-    _write_text(Path(path), json.dumps(data, indent=2) + "\n")
+    write_text(Path(path), json.dumps(data, indent=2) + "\n")
 
 
 def davis_videos(davis_root: str | os.PathLike, subset: str = "val", year: str = "2017",
                  sequences: list[str] | None = None) -> tuple[Path, list[str]]:
     """The ground-truth folder and the videos of a DAVIS root for :func:`evaluate_sav`:
     ``ROOT/Annotations/480p`` and the sequences of ``ImageSets/<year>/<subset>.txt``
-    (see :func:`vos.evaluate.resolve_sequences`).
+    (see :func:`vos.evaluation.davis2017.resolve_sequences`).
 
     Raises:
-        EvalError: as :func:`vos.evaluate.resolve_sequences`.
+        EvalError: as :func:`vos.evaluation.davis2017.resolve_sequences`.
     """
     names = resolve_sequences(davis_root, subset, year, sequences)
     return Path(davis_root) / "Annotations" / "480p", names

@@ -1,7 +1,6 @@
-"""``vos eval``: choose the protocol from the options, run it, print and write the results.
-
-(Moves into ``vos/commands/eval.py`` with the package layout.)
-"""
+"""``vos eval``: choose the protocol from the options (DAVIS 2017,
+:func:`vos.evaluation.davis2017.evaluate_davis`, or SA-V, :func:`vos.evaluation.sav.evaluate_sav`),
+run it, print the tables and write the JSON / CSV files."""
 
 from __future__ import annotations
 
@@ -11,8 +10,9 @@ import warnings
 from pathlib import Path
 
 from seggpt_model.errors import one_line
-from vos import evaluate, sav_eval
 from vos.errors import EvalError
+from vos.evaluation import davis2017, sav
+from vos.evaluation.common import EvalWarning
 
 __all__ = ["resolve_protocol", "main"]
 
@@ -51,16 +51,16 @@ def resolve_protocol(args) -> str:
 def _evaluate(args, protocol: str) -> tuple[dict, str]:
     subset, year = args.subset or "val", args.year or "2017"
     if protocol == "davis2017":
-        result = evaluate.evaluate_davis(args.davis_root, args.results, subset=subset, year=year,
+        result = davis2017.evaluate_davis(args.davis_root, args.results, subset=subset, year=year,
                                          sequences=args.sequences, workers=args.workers)
-        return result, evaluate.format_report(result, subset)
+        return result, davis2017.format_report(result, subset)
     if args.davis_root is not None:
-        gt_root, videos = sav_eval.davis_videos(args.davis_root, subset, year, args.sequences)
+        gt_root, videos = sav.davis_videos(args.davis_root, subset, year, args.sequences)
     else:
         gt_root, videos = Path(args.gt_root), args.sequences
-    result = sav_eval.evaluate_sav(gt_root, args.results, keep_first_last=args.keep_first_last,
+    result = sav.evaluate_sav(gt_root, args.results, keep_first_last=args.keep_first_last,
                                    videos=videos, workers=args.workers)
-    return result, sav_eval.format_sav_report(result)
+    return result, sav.format_sav_report(result)
 
 
 def main(args) -> int:
@@ -78,24 +78,24 @@ def main(args) -> int:
         except OSError as exc:
             raise EvalError(f"cannot create {parent}: {one_line(exc)}") from None
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", evaluate.EvalWarning)
+        warnings.simplefilter("always", EvalWarning)
         try:
             result, report = _evaluate(args, protocol)
         finally:
             for w in caught:
-                if issubclass(w.category, evaluate.EvalWarning):
+                if issubclass(w.category, EvalWarning):
                     print(f"vos eval: warning: {w.message}", file=sys.stderr)
                 else:  # not ours: show it as Python would
                     warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     print(report)
     if args.json:
         if protocol == "davis2017":
-            evaluate.write_json(result, args.json)
+            davis2017.write_json(result, args.json)
         else:
-            sav_eval.write_sav_json(result, args.json)
+            sav.write_sav_json(result, args.json)
         print(f"\nJSON written to {args.json}")
     if args.csv_dir:
-        g_path, s_path = evaluate.write_csvs(result, args.csv_dir, args.subset or "val")
+        g_path, s_path = davis2017.write_csvs(result, args.csv_dir, args.subset or "val")
         print(f"CSV written to {g_path} and {s_path}")
     print(f"\nEvaluated {result['n_objects']} object(s) over {result['n_frames']} frame(s) in "
           f"{time.perf_counter() - t0:.2f} s")
