@@ -1,72 +1,12 @@
-"""Frame sources: stream the frames of a video file or of a folder of images.
-
-``open_source(path)`` returns a :class:`FrameSource` that yields :class:`Frame` objects
-(``rgb``: ``(H, W, 3)`` ``uint8``, upright, C-contiguous) one at a time, in presentation
-order.  Nothing is read ahead by the source itself and it keeps no reference to the frames
-it has yielded, so memory does not grow with the length of the video (bounding the number
-of frames alive is the job of the consumer, e.g. :func:`pipelines.runner.run_pipeline`).
-
-Validation happens in :func:`open_source`, before any output is created: a missing or
-unreadable path, a file that is not a video (text, a single image, an empty file), a
-container without a video stream (audio only), a video without decodable frames and a
-folder without images all raise :class:`~pipelines.errors.VideoDecodeError` with a one-line
-message naming the path.  The first frame is decoded at open time and kept for the iterator.
-
-Corrupt or truncated videos
----------------------------
-FFmpeg hides much damage: demuxers resynchronise or stop quietly at garbage, decoders
-conceal broken macroblocks.  While iterating, a video source detects:
-
-1. a demux/decode error raised by FFmpeg (``av.error.FFmpegError``), e.g. garbage in the
-   ``mdat`` of an mp4/mov (bad NAL lengths) or a truncated fast-start mp4;
-2. a frame flagged corrupt by FFmpeg (``frame.is_corrupt``), seen with garbage or a cut in
-   AVI (MPEG-4 part 2) and Matroska files;
-3. an early end: the decoded frames stop well before the duration the container declares for
-   the video stream (mp4/mov/avi stream duration, the Matroska/WebM per-track ``DURATION``
-   tag, or the container duration when the video is its only stream).  This catches files
-   truncated in the middle and Matroska/WebM files whose demuxer gives up at garbage.
-   Tolerance: ``max(0.25 s, 3 frame intervals)``.
-
-Not an error but a :class:`FrameGapWarning`: a timestamp jump of more than 2.5 frame
-intervals in a stream whose timestamps were regular so far (frames dropped in the middle,
-e.g. a Matroska demuxer skipping a damaged block group and resynchronising).  The frames after
-the gap are still yielded, since stopping there would lose the rest of the video.
-
-What is *not* detected: an mp4/mov truncated before its ``moov`` index (the default layout,
-index at the end) cannot be opened at all, so :func:`open_source` rejects it whatever
-``allow_partial`` says; damage the decoder conceals inside an otherwise intact container
-(e.g. bit flips in one frame's payload of an mp4 or WebM) yields frames with artefacts and no
-signal; a truncation that loses less than the tolerance above.  The count of frames declared
-by the container (``stream.frames``) is deliberately *not* compared with the number decoded:
-edit lists (e.g. a clip cut with ``ffmpeg -ss ... -c copy``) make mp4 files legitimately
-decode fewer frames than they declare.
-
-On detection the iterator raises :class:`CorruptVideoError` (a ``VideoDecodeError``) "...
-corrupt after frame N ...", where N is the number of good frames already yielded; with
-``allow_partial=True`` it instead issues one :class:`PartialVideoWarning` and stops cleanly
-(a flagged-corrupt frame is not yielded; the last good frame may still carry artefacts the
-decoder concealed when the garbage starts inside it).  A frame folder with an unreadable image behaves the
-same way (the message names the image).
-
-Rotation
---------
-Video frames are turned upright from the display matrix FFmpeg attaches to decoded frames
-(mp4/mov track matrix, Matroska/WebM projection pose, ...; read from the frame's ``DISPLAYMATRIX``
-side data, falling back to a legacy ``rotate`` stream tag).  Rotations by multiples of 90
-degrees and mirror flips are applied exactly like the ``ffmpeg`` command line's autorotate;
-other angles are snapped to the nearest multiple of 90 degrees with a warning.  ``width`` and
-``height`` describe the upright frames.  Images in frame folders are turned upright from
-their EXIF orientation tag.
-"""
+"""Video files decoded as a stream by PyAV: :class:`VideoFileSource` (corruption and truncation
+checks, rotation; see :mod:`pipelines.sources`)."""
 
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -74,169 +14,26 @@ import av
 import numpy as np
 from av.stream import Disposition
 from av.video.reformatter import VideoReformatter
-from PIL import Image, ImageOps
 
 from pipelines.errors import VideoDecodeError
+from pipelines.sources.base import CorruptVideoError, Frame, FrameGapWarning, FrameSource, PartialVideoWarning
 from seggpt_model.errors import one_line
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "CorruptVideoError",
-    "Frame",
-    "FrameFolderSource",
-    "FrameGapWarning",
-    "FrameSource",
-    "PartialVideoWarning",
-    "VideoFileSource",
-    "load_image",
-    "natural_sort_key",
-    "open_source",
-]
+__all__ = ["VideoFileSource"]
 
-#: File name extensions (lower case) recognised as frames in a frame folder.
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
-
-# FFmpeg demuxers that read single images or text rather than video.
 _IMAGE_DEMUXERS = frozenset({"image2", "tty"})
 
-# Early-end tolerance of the truncation check (seconds, and frame intervals).
+
 _TRUNCATION_TOLERANCE_S = 0.25
+
+
 _TRUNCATION_TOLERANCE_FRAMES = 3
-# Gap check: intervals within this factor of 1/fps count as regular; a jump of more than
-# _GAP_FACTOR intervals after regular ones means missing frames.
+
+
 _REGULAR_RANGE = (0.75, 1.25)
+
+
 _GAP_FACTOR = 2.5
-
-
-class CorruptVideoError(VideoDecodeError):
-    """A video (or frame folder) that became undecodable after ``good_frames`` good frames.
-
-    Raised by the iterator of a source opened with ``allow_partial=False``; ``good_frames``
-    frames (indices ``0 .. good_frames - 1``) were yielded before it.
-    """
-
-    def __init__(self, message: str, good_frames: int) -> None:
-        super().__init__(message)
-        self.good_frames = good_frames
-
-
-class PartialVideoWarning(RuntimeWarning):
-    """Issued (once per iteration) when ``allow_partial=True`` stops a corrupt source early."""
-
-
-class FrameGapWarning(RuntimeWarning):
-    """Issued (once per iteration) when a constant-rate video's timestamps jump: frames are missing.
-
-    Not an error: the frames after the gap are still yielded (they may show artefacts until
-    the next key frame).
-    """
-
-
-@dataclass(frozen=True, eq=False)
-class Frame:
-    """One decoded frame.
-
-    Attributes:
-        index: 0-based position in presentation order.
-        pts: presentation time in seconds (``pts * time_base`` of the frame, so variable
-            frame rate is preserved; not necessarily starting at 0).  For a frame without a
-            timestamp it is extrapolated from the previous frame and the average rate.
-            ``None`` for frames of a folder.
-        rgb: ``(H, W, 3)`` ``uint8`` RGB image, upright (rotation metadata applied),
-            C-contiguous and writeable.
-    """
-
-    index: int
-    pts: float | None
-    rgb: np.ndarray
-
-    def __repr__(self) -> str:
-        return f"Frame(index={self.index}, pts={self.pts}, rgb={self.rgb.dtype}{tuple(self.rgb.shape)})"
-
-
-class FrameSource:
-    """Base class of frame sources: an iterable of :class:`Frame` and a context manager.
-
-    Attributes:
-        path: the video file or frame folder.
-        name: the video's stem, or the folder's name.
-        width, height: size in pixels of the upright frames (every frame has this size).
-        fps: average frame rate of the source in frames per second (``None`` when unknown:
-            folders unless given one).
-        num_frames: best estimate of the number of frames, for progress bars (``None`` when
-            unknown; the real count may differ for damaged or edit-listed files).
-
-    Iterating yields frames in presentation order, decoded lazily; a source may be iterated
-    again (a video is then re-opened).  Iteration raises :class:`CorruptVideoError` for damage
-    found on the way unless the source was opened with ``allow_partial=True``.
-    """
-
-    path: Path
-    name: str
-    width: int
-    height: int
-    fps: float | None
-    num_frames: int | None
-
-    def __iter__(self) -> Iterator[Frame]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release the file handles held by the source (idempotent)."""
-
-    def __enter__(self) -> FrameSource:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({str(self.path)!r}, {self.width}x{self.height}, "
-            f"fps={self.fps}, num_frames={self.num_frames})"
-        )
-
-
-def natural_sort_key(name: str) -> tuple:
-    """Sort key comparing digit runs as numbers, so ``"2.jpg" < "10.jpg"`` (case-insensitive)."""
-    parts = re.split(r"(\d+)", name)
-    return (tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)), name)
-
-
-def open_source(path: str | os.PathLike, *, allow_partial: bool = False, fps: float | None = None) -> FrameSource:
-    """Open a video file or a folder of frames, validating it eagerly.
-
-    Args:
-        path: a video file (any container/codec FFmpeg reads: mp4, mkv, webm, avi, mov, ...)
-            or a folder of ``.jpg``/``.jpeg``/``.png`` frames (case-insensitive; other files
-            and hidden files are ignored), taken in natural name order (``2`` before ``10``).
-        allow_partial: when the video turns out corrupt or truncated while iterating, warn
-            (:class:`PartialVideoWarning`) and stop after the good frames instead of raising
-            :class:`CorruptVideoError`.
-        fps: frame rate (frames per second) to report for a frame folder; for a video it is
-            used only when the container declares no rate.
-
-    Returns:
-        A :class:`VideoFileSource` or :class:`FrameFolderSource`; its first frame has already
-        been decoded.  Close it (or use it as a context manager).
-
-    Raises:
-        VideoDecodeError: missing or unreadable path; not a video (text, a single image, an
-            empty file); no video stream; no decodable frame; a folder without images or
-            whose first image cannot be read.  The message is one line naming the path.
-        ValueError: ``fps`` is not a positive finite number.
-    """
-    if fps is not None and not (isinstance(fps, numbers.Real) and math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be a positive number, got {fps!r}")
-    p = Path(path)
-    if not p.exists():
-        raise VideoDecodeError(f"{p}: no such file or directory")
-    if p.is_dir():
-        return FrameFolderSource(p, allow_partial=allow_partial, fps=fps)
-    return VideoFileSource(p, allow_partial=allow_partial, fps=fps)
-
-
-# --------------------------------------------------------------------------- video files
 
 
 def _orientation_from_matrix(m: np.ndarray) -> tuple[bool, bool, bool, float]:
@@ -565,112 +362,3 @@ class VideoFileSource(FrameSource):
             except Exception:
                 pass
 
-
-# --------------------------------------------------------------------------- frame folders
-
-
-def load_image(file: str | os.PathLike) -> np.ndarray:
-    """Decode one image file as ``(H, W, 3)`` uint8 RGB, C-contiguous.
-
-    Decoded by content (a ``.jpg`` that is really a PNG works), turned upright from its EXIF
-    orientation, 16-bit gray scaled (not clipped) to 8 bits, other modes converted to RGB.
-
-    Raises:
-        OSError / PIL.UnidentifiedImageError: the file cannot be read as an image (callers wrap it).
-        VideoDecodeError: an unexpected decoded layout.
-    """
-    with Image.open(file) as im:
-        im = ImageOps.exif_transpose(im)
-        if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit gray: scale, don't clip
-            gray = np.asarray(im, dtype=np.float32) / 257.0
-            arr = np.repeat(np.clip(np.rint(gray), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-            return np.ascontiguousarray(arr)
-        if im.mode != "RGB":
-            im = im.convert("RGB")
-        arr = np.array(im, dtype=np.uint8, order="C")
-    if arr.ndim != 3 or arr.shape[2] != 3:  # pragma: no cover - defensive
-        raise VideoDecodeError(f"{file}: unexpected image layout {arr.shape}")
-    return arr
-
-
-class FrameFolderSource(FrameSource):
-    """Frames of a folder of ``.jpg``/``.jpeg``/``.png`` images, decoded lazily with Pillow.
-
-    Files are taken in natural name order (:func:`natural_sort_key`); hidden files and other
-    extensions are ignored.  Images are converted to RGB (16-bit gray scaled to 8 bits) and
-    turned upright from their EXIF orientation.  Every image must have the size of the first one (otherwise
-    :class:`~pipelines.errors.VideoDecodeError` naming the file, even with
-    ``allow_partial``); an unreadable image raises :class:`CorruptVideoError` naming it, or
-    with ``allow_partial`` warns and stops.  ``Frame.pts`` is ``None``.
-
-    Prefer :func:`open_source`, which documents the arguments and errors.
-    """
-
-    def __init__(self, path: Path, *, allow_partial: bool = False, fps: float | None = None) -> None:
-        self.path = Path(path)
-        self.name = self.path.resolve().name or str(self.path)
-        self.allow_partial = allow_partial
-        self.fps = float(fps) if fps else None
-        if not os.access(self.path, os.R_OK | os.X_OK):
-            raise VideoDecodeError(f"{self.path}: cannot read the folder (permission denied)")
-        try:
-            entries = [e for e in os.scandir(self.path)]
-        except OSError as exc:
-            raise VideoDecodeError(f"{self.path}: cannot read the folder ({one_line(exc)})") from None
-        names = [
-            e.name
-            for e in entries
-            if not e.name.startswith(".")
-            and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
-            and e.is_file()
-        ]
-        if not names:
-            raise VideoDecodeError(
-                f"{self.path}: folder has no frames (no .jpg/.jpeg/.png files)"
-            )
-        self.files = [self.path / n for n in sorted(names, key=natural_sort_key)]
-        self.num_frames = len(self.files)
-        try:
-            first = load_image(self.files[0])
-        except VideoDecodeError:
-            raise
-        except Exception as exc:
-            raise VideoDecodeError(f"{self.files[0]}: cannot read the image ({one_line(exc)})") from None
-        self.height, self.width = first.shape[:2]
-        self._first: np.ndarray | None = first
-
-    def __iter__(self) -> Iterator[Frame]:
-        first, self._first = self._first, None
-        for index, file in enumerate(self.files):
-            if index == 0 and first is not None:
-                rgb = first
-                first = None
-            else:
-                try:
-                    rgb = load_image(file)
-                except Exception as exc:
-                    reason = f"cannot read {file.name}: {one_line(exc)}"
-                    if self.allow_partial:
-                        warnings.warn(
-                            f"{self.path}: corrupt after frame {index} ({reason}); "
-                            f"keeping the first {index} frames",
-                            PartialVideoWarning,
-                            stacklevel=2,
-                        )
-                        return
-                    raise CorruptVideoError(
-                        f"{file}: corrupt frame after frame {index} ({one_line(exc)}); "
-                        f"allow_partial keeps the first {index} frames",
-                        index,
-                    ) from None
-            if rgb.shape[:2] != (self.height, self.width):
-                raise VideoDecodeError(
-                    f"{file}: frame size {rgb.shape[1]}x{rgb.shape[0]} differs from the first "
-                    f"frame's {self.width}x{self.height}"
-                )
-            yield Frame(index, None, rgb)
-            del rgb
-
-    def close(self) -> None:
-        """Drop the cached first frame (idempotent); folders hold no open files."""
-        self._first = None
