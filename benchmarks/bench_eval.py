@@ -239,6 +239,7 @@ def sam2_sav_loop(gt_root: Path, res_root: Path, names: list[str]) -> dict[str, 
 
 def main_sav(args) -> int:
     from vos.evaluation.common import default_workers
+    from vos.evaluation.davis2017 import evaluate_davis
     from vos.evaluation.sav import evaluate_sav
     from vos_benchmark.benchmark import VideoEvaluator, benchmark
 
@@ -292,6 +293,11 @@ def main_sav(args) -> int:
             benchmark([str(id_gt)], [str(id_res)], strict=False, num_processes=cores, verbose=False)
             os.unlink(id_res / "results.csv")
 
+        def davis_one():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                evaluate_davis(root, id_res, workers=1)
+
         def vb_single():
             ev = VideoEvaluator(str(id_gt), str(id_res))
             for name in names:
@@ -306,6 +312,7 @@ def main_sav(args) -> int:
              lambda: sam2_sav_loop(sav_gt, sav_res, names)),
             (f"`evaluate_sav(workers={cores})`, id folders", lib(id_gt, id_res, cores)),
             ("`evaluate_sav(workers=1)`, id folders", lib(id_gt, id_res, 1)),
+            ("`evaluate_davis(workers=1)` (DAVIS 2017 protocol), id folders", davis_one),
             (f"vos-benchmark `benchmark(num_processes={cores})`, id folders", vb_pool),
             ("vos-benchmark `VideoEvaluator`, id folders, one process", vb_single),
         ], args.repeat)
@@ -328,9 +335,11 @@ def main_sav(args) -> int:
     print()
     print(f"* SAM 2's loop / `evaluate_sav(workers=1)`, SA-V folders: {t[keys[3]] / t[keys[2]]:.1f}x")
     print(f"* vos-benchmark one process / `evaluate_sav(workers=1)`, id folders: "
-          f"{t[keys[7]] / t[keys[5]]:.1f}x")
+          f"{t[keys[8]] / t[keys[5]]:.1f}x")
     print(f"* vos-benchmark ({cores} processes) / `evaluate_sav(workers={cores})`, id folders: "
-          f"{t[keys[6]] / t[keys[4]]:.1f}x")
+          f"{t[keys[7]] / t[keys[4]]:.1f}x")
+    print(f"* `evaluate_sav(workers=1)` / `evaluate_davis(workers=1)`, id folders: "
+          f"{t[keys[5]] / t[keys[6]]:.2f}x")
     return 0
 
 

@@ -192,7 +192,7 @@ def _plan(gt_root: Path, results_dir: Path, names: list[str], keep_first_last: b
     if missing:
         more = f" (and {len(missing) - 10} more)" if len(missing) > 10 else ""
         raise EvalError(f"results folder {results_dir} has no folder for video(s): "
-                        f"{', '.join(missing[:10])}{more}")
+                        f"{', '.join(missing[:10])}{more} (expected {results_dir / missing[0]})")
 
     def scored(s: list[str]) -> tuple[str, ...]:
         return tuple(s if keep_first_last else s[1:-1])
