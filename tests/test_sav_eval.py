@@ -333,6 +333,40 @@ def test_real_frames_sav_layout(tmp_path):
     check(result, sam2_sav_reference(tmp_path / "GT", tmp_path / "R", False))
 
 
+def test_mixed_root_and_video_without_objects(tmp_path):
+    # one GT root with an SA-V video, an id-map video and an id-map video whose scored frames are
+    # empty: each video is read by what its folder holds; the empty one is left out with a warning
+    gts, ress = gen_sav_video(40, 50, 5, 12, {"000": (0, 5), "001": (1, 5)})
+    gt, res = gen_id_video(40, 50, 5, 13, {2: (0, 4), 4: (2, 4)})
+    for root, sav_masks, ids in ((tmp_path / "GT", gts, gt), (tmp_path / "R", ress, res)):
+        write_sav_video(root / "s", sav_masks)
+        write_id_video(root / "i", ids)
+        write_id_video(root / "z", np.zeros((3, 40, 50), np.uint8))
+    with pytest.warns(EvalWarning, match="video z: no object"):
+        both = evaluate_sav(tmp_path / "GT", tmp_path / "R", workers=2)
+    assert list(both["per_sequence"]) == ["i", "s"]
+    assert list(both["per_object"]) == ["i_2", "i_4", "s_000", "s_001"]
+    ref_ids = vb_reference_videos(tmp_path / "GT", tmp_path / "R", ["i"])
+    for key, (j, f) in ref_ids.items():
+        assert both["per_object"][key]["J-Mean"] == pytest.approx(j, abs=TOL)
+        assert both["per_object"][key]["F-Mean"] == pytest.approx(f, abs=TOL)
+    alone = evaluate_sav(tmp_path / "GT", tmp_path / "R", videos=["s"], workers=1)
+    for key, row in alone["per_object"].items():
+        assert both["per_object"][key] == row
+    assert both["global"]["J-Mean"] == pytest.approx(
+        np.mean([r["J-Mean"] for r in both["per_object"].values()]), abs=1e-15)
+
+
+def vb_reference_videos(gt_root: Path, res_root: Path, videos):
+    """vos-benchmark's ``VideoEvaluator`` on some videos: ``{vid_id: (J, F)}`` as fractions."""
+    ev = vb_bench.VideoEvaluator(str(gt_root), str(res_root))
+    out = {}
+    for vid in videos:
+        _, iou, bf = ev(vid)
+        out.update({f"{vid}_{k}": (iou[k] / 100, bf[k] / 100) for k in iou})
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # hand-computed: where the SA-V and the DAVIS 2017 protocols differ
 # ------------------------------------------------------------------------------------------------
