@@ -367,6 +367,27 @@ def vb_reference_videos(gt_root: Path, res_root: Path, videos):
     return out
 
 
+def test_no_fork_after_opencv(sav_tree):
+    """A process that has loaded OpenCV (whose thread pool a forked child cannot use: it hung in
+    ``cv2.setNumThreads``) starts its workers with forkserver; a clean one forks. Run in fresh
+    interpreters, as this one has torch loaded (forkserver anyway)."""
+    gt_root, res_root, _ = sav_tree
+    script = (
+        "import sys, numpy as np\n"
+        "from vos.evaluation.common import mp_context\n"
+        "from vos.evaluation.sav import evaluate_sav\n"
+        "first = mp_context().get_start_method()\n"
+        "import cv2\n"
+        "cv2.dilate(np.ones((480, 854), np.uint8), np.ones((17, 17), np.uint8))\n"
+        "r = evaluate_sav(sys.argv[1], sys.argv[2], workers=2)\n"
+        "print(first, mp_context().get_start_method(), r['n_objects'])\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(gt_root), str(res_root)],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["fork", "forkserver", "5"]
+
+
 # ------------------------------------------------------------------------------------------------
 # hand-computed: where the SA-V and the DAVIS 2017 protocols differ
 # ------------------------------------------------------------------------------------------------

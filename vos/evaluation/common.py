@@ -109,13 +109,21 @@ def worker_init() -> None:
         cv2.setNumThreads(1)
 
 
+#: Modules whose native thread pools make a forked child hang: torch and ray, and OpenCV, whose
+#: pool (started at import) cannot be resized or used in a forked child (``cv2.setNumThreads`` there
+#: waits forever in ``pthread_cond_destroy``, seen with OpenCV 5.1 after the parent called
+#: ``cv2.dilate``).
+_FORK_UNSAFE = ("torch", "ray", "cv2")
+
+
 def mp_context():
-    """``fork`` where it is safe and cheapest (Linux, no other thread, no torch/ray loaded, so no
-    lock can be inherited held); otherwise ``forkserver`` on Linux and the platform default
-    elsewhere."""
+    """``fork`` where it is safe and cheapest (Linux, no other Python thread, none of torch, ray or
+    OpenCV loaded, so no lock or thread pool can be inherited half-way); otherwise ``forkserver`` on
+    Linux and the platform default elsewhere. The ``vos eval`` command plans from folder listings and
+    loads OpenCV only in its workers, so it forks."""
     methods = mp.get_all_start_methods()
     if sys.platform.startswith("linux") and "fork" in methods:
-        if threading.active_count() == 1 and not any(m in sys.modules for m in ("torch", "ray")):
+        if threading.active_count() == 1 and not any(m in sys.modules for m in _FORK_UNSAFE):
             return mp.get_context("fork")
         if "forkserver" in methods:
             return mp.get_context("forkserver")
