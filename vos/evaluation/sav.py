@@ -1,4 +1,4 @@
-"""``vos eval --protocol sav``: the J&F protocol of SAM 2's SA-V evaluator, for SA-V and DAVIS-style folders.
+"""``vos eval --protocol sav``: the J&F protocol of SAM 2's SA-V evaluator (SA-V and id-map folders).
 
 The protocol is that of SAM 2's ``sav_dataset/sav_evaluator.py`` (github ``facebookresearch/sam2``,
 ``sav_dataset/utils/sav_benchmark.py``), which is ``vos-benchmark`` (github
@@ -15,7 +15,7 @@ numbers with. Two ground-truth layouts are read, chosen per video by what its fo
 
 The rules, exactly as the reference code applies them:
 
-* **frames**: the ground truth's PNGs in sorted order; the first and the last are not scored
+* **frames**: the ground truth's PNGs sorted by file name; the first and the last are not scored
   (``keep_first_last=True`` scores them) -- per object folder for SA-V, per video for DAVIS-style
   folders (every object of such a video shares its frame list). A result frame is read for every
   scored ground-truth frame and must exist; other result frames are ignored.
@@ -26,15 +26,15 @@ The rules, exactly as the reference code applies them:
 * **from first seen**: an object's per-frame list starts at the first scored frame where it is in
   the ground truth *or* in the result; from then on every frame counts, with J = F = 1 where both
   masks are empty.
-* **J and F** per object and frame: :mod:`vos.evaluation.metrics` (J = IoU, 1 when both masks are empty; F the
-  DAVIS boundary F-measure with the tolerance disk of radius ``ceil(0.008 * ||(H, W)||)``), the
-  same kernel as the DAVIS protocol.
+* **J and F** per object and frame: :mod:`vos.evaluation.metrics` (J = IoU, 1 when both masks are
+  empty; F the DAVIS boundary F-measure with the tolerance disk of radius
+  ``ceil(0.008 * ||(H, W)||)``), the same kernel as the DAVIS protocol.
 * **means**: an object's J (F) is the mean over its list; the global J (F) is the mean over all
   objects of all videos, and J&F = (J + F) / 2. Reported as fractions in ``[0, 1]`` (the reference
   prints percents).
 
-Where it differs from the DAVIS 2017 protocol (:mod:`vos.evaluation.davis2017`): there the objects are
-``1..N`` with ``N`` the largest id of the first frame (so a missing id in between is an object with
+Where it differs from the DAVIS 2017 protocol (:mod:`vos.evaluation.davis2017`): there the objects
+are ``1..N`` with ``N`` the largest id of the first frame (so a missing id in between is an object with
 an empty mask, J = F = 1 where not predicted, and an id that appears after the first frame above
 ``N`` is not scored), every object is scored on every frame between the first and the last, 255 is
 void (background), and Recall and Decay are reported too.
@@ -46,8 +46,8 @@ Where it differs from the reference code, without changing any number it reports
   or unreadable PNG, an SA-V mask that is not binary: more than two values, or two non-zero ones,
   which the reference reads as all object) instead of an assertion or ``exit(1)``;
 * an SA-V object that is empty in every scored ground-truth frame, and a video with no object, are
-  not counted and an :class:`~vos.evaluation.common.EvalWarning` says so (the reference stops on the former
-  with an assertion and skips the latter silently);
+  not counted and an :class:`~vos.evaluation.common.EvalWarning` says so (the reference stops on the
+  former with an assertion and skips the latter silently);
 * non-PNG and hidden files in a video folder are ignored; results are never written into the
   results folder (``vos-benchmark`` writes ``results.csv`` there).
 
