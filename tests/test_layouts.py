@@ -331,3 +331,62 @@ def test_submission_zips(tmp_path):
     with pytest.raises(UserError, match="1 of 2 videos have no finished result"):
         write_submission(out, ["a", "missing"], "lvos", tmp_path / "x.zip")
     assert not (tmp_path / "x.zip").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# end to end on Ray: vos batch over a split, the submission zip
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_batch_over_splits_equals_vos_run(worker, tmp_path, shared_data, small_ckpt, capsys):
+    """``vos batch`` (a local Ray cluster, one CPU actor) on a YouTube-VOS split with
+    ``--all-frames`` and on an SA-V split: every output equals ``vos run``'s, the YouTube-VOS
+    submission zip holds ``Annotations/VID/STEM.png`` of the sparse frames, ``--resume`` skips all."""
+    import logging
+    import os
+
+    import ray
+
+    from vos.cli import main as vos_main
+
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    t = L.youtube_vos_tree(tmp_path / "yt")
+    sv = L.sav_tree(tmp_path / "sav")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+             object_store_memory=100 * 1024 * 1024)
+    try:
+        out, zip_path = tmp_path / "out", tmp_path / "yt.zip"
+        common = ["--checkpoint", str(small_ckpt), "--context", str(CONTEXT), "--num-actors", "1",
+                  "--device", "cpu"]
+        assert vos_main(["batch", str(t["split"]), "--all-frames", str(t["all"]), "--output", str(out),
+                         "--submission", str(zip_path), *common]) == 0
+        assert vos_main(["batch", str(sv["root"]), "--layout", "sa-v", "--output", str(tmp_path / "sv"),
+                         *common]) == 0
+        assert vos_main(["batch", str(t["split"]), "--all-frames", str(t["all"]), "--output", str(out),
+                         "--resume", *common]) == 0
+        assert "2 skipped (resume)" in capsys.readouterr().out
+    finally:
+        ray.shutdown()
+    ann = t["split"] / "Annotations"
+    refs = {"late": _vos_run(worker, t["all"] / "late", tmp_path / "ref", "late",
+                             masks={0: ann / "late" / "00000.png", 4: ann / "late" / "00004.png"}),
+            "nofirst": _vos_run(worker, t["all"] / "nofirst", tmp_path / "ref", "nofirst",
+                                masks={2: ann / "nofirst" / "00002.png"})}
+    with zipfile.ZipFile(zip_path) as zf:
+        names = zf.namelist()
+        for vid, ref in refs.items():
+            got = _pngs(out / vid)
+            assert got == {k: v for k, v in _pngs(ref).items() if k in got}
+            assert sorted(got) == [f"{s}.png" for s in t["sparse"] if vid == "late" or s != "00000"]
+            for k, data in got.items():
+                assert zf.read(f"Annotations/{vid}/{k}") == data
+    assert len(names) == 7 and all(n.startswith("Annotations/") for n in names)
+    video = sv["root"] / "JPEGImages_24fps" / sv["vid"]
+    got = _pngs(tmp_path / "sv" / sv["vid"])
+    for obj in ("000", "001"):
+        want = _pngs(_vos_run(worker, video, tmp_path / "ref", obj,
+                              first_mask=sv["root"] / "Annotations_6fps" / sv["vid"] / obj / "00000.png"))
+        assert {k: v for k, v in got.items() if k.startswith(obj)} == \
+            {f"{obj}/{s}.png": want[f"{s}.png"] for s in sv["annotated"]}

@@ -46,6 +46,7 @@ from vos.batch_log import BATCH_MANIFEST, BatchLog, now, output_complete, read_b
 from vos.cluster import (DEFAULT_MAX_RETRIES, ClusterError, actor_setup, check_device_dtype,
                          checkpoint_arg, ray_session, run_on_cluster)
 from vos.errors import UserError
+from vos.datasets.submission import write_submission
 from vos.jobs import Job, discover_jobs, read_davis_root, read_job_manifest
 from vos.pool import run_jobs
 from vos.session import DEFAULT_CONTEXT
@@ -273,9 +274,13 @@ def main(args) -> int:
     from vos.run import resolve_options
 
     opts = resolve_options(args, BATCH_DEFAULTS)
-    jobs, kind = discover_jobs(args.source)
+    jobs, kind = discover_jobs(args.source, getattr(args, "layout", None), getattr(args, "all_frames", None))
     if getattr(args, "eval", False) and kind != "davis":
-        raise UserError("--eval needs SOURCE to be a DAVIS root (ground truth in Annotations/480p)")
+        raise UserError("--eval needs SOURCE to be a DAVIS root (ground truth in Annotations/480p); "
+                        "score other layouts with vos eval --protocol sav")
+    submission = getattr(args, "submission", None)
+    if submission is not None and kind == "manifest":
+        raise UserError(f"{submission}: --submission needs a dataset root (a layout), not a manifest")
     options = BatchOptions(
         output=opts["output"], checkpoint=opts["checkpoint"], device=opts["device"],
         dtype=opts["dtype"], context=opts["context"], per_object=bool(opts["per_object"]),
@@ -303,4 +308,12 @@ def main(args) -> int:
     if getattr(args, "eval", False):
         _run_eval(args.source, output, [r["name"] for r in result.records if r.get("status") == "ok"],
                   options.quiet)
+    if submission is not None:
+        if result.failed:
+            print(f"vos batch: no submission written: {len(result.failed)} videos failed (run them "
+                  f"again with --resume)", file=sys.stderr)
+        else:
+            path = write_submission(output, [job.name for job in jobs], kind, submission)
+            if not options.quiet:
+                print(f"submission ({kind}) -> {path}")
     return 1 if result.failed else 0
