@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from tests.conftest import SHARED_DATA
-from vos.davis import davis_palette
+from vos.labels import davis_palette
 
 CAR = SHARED_DATA / "davis_sample"
 SIZE = (64, 36)

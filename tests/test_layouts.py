@@ -18,10 +18,13 @@ from PIL import Image
 
 from tests import _layouts as L
 from tests.conftest import CONFIGS
-from vos.batch import BatchOptions, _job_dict
+from vos.batch.runner import BatchOptions, _job_dict
+from vos.batch.worker import VideoWorker
+from vos.cli import main as vos_main
 from vos.datasets.layouts import LAYOUTS, detect_layout, read_layout
 from vos.datasets.submission import write_submission
-from vos.errors import MaskError, UserError
+from vos.engine.video import run_video
+from vos.errors import UserError
 
 CONTEXT = 2
 
@@ -37,15 +40,11 @@ def small_ckpt(tmp_path_factory, shared_data) -> Path:
 
 @pytest.fixture(scope="module")
 def worker(small_ckpt):
-    from vos.worker import VideoWorker
-
     return VideoWorker(str(small_ckpt), "cpu", num_threads=1)
 
 
 def _vos_run(worker, video: Path, out: Path, name: str, first_mask=None, masks=None) -> Path:
     """``vos run VIDEO [--first-mask F] [--mask K:FILE ...]`` on the worker's loaded model."""
-    from vos.run import run_video
-
     return run_video(video, first_mask, masks=masks, output=out, name=name, stage=worker.stage,
                      context=CONTEXT, quiet=True).output_dir
 
@@ -346,8 +345,6 @@ def test_batch_over_splits_equals_vos_run(worker, tmp_path, shared_data, small_c
     import os
 
     import ray
-
-    from vos.cli import main as vos_main
 
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     t = L.youtube_vos_tree(tmp_path / "yt")

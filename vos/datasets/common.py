@@ -15,8 +15,15 @@ from typing import Any
 from pipelines.sources import IMAGE_EXTENSIONS, natural_sort_key
 from vos.errors import UserError
 
-__all__ = ["list_folders", "list_stems", "read_meta_json", "read_name_list", "sort_stems",
-           "object_id", "natural_sort_key"]
+__all__ = [
+    "list_folders",
+    "list_stems",
+    "natural_sort_key",
+    "object_id",
+    "read_meta_json",
+    "read_name_list",
+    "sort_stems",
+]
 
 
 def list_folders(folder: Path) -> list[str]:

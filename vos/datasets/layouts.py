@@ -20,10 +20,11 @@ import os
 from pathlib import Path
 
 from vos.datasets import lvos, mose, sav, youtube_vos
+from vos.datasets.davis import read_davis_root
+from vos.datasets.job import Job
 from vos.errors import UserError
-from vos.jobs import Job, read_davis_root
 
-__all__ = ["LAYOUTS", "ALL_FRAMES_LAYOUTS", "detect_layout", "read_layout"]
+__all__ = ["ALL_FRAMES_LAYOUTS", "LAYOUTS", "detect_layout", "read_layout"]
 
 #: Layout names, as ``--layout`` takes them.
 LAYOUTS = ("davis", "youtube-vos", "mose", "sa-v", "lvos")

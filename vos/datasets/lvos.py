@@ -27,9 +27,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vos.datasets.common import list_stems, natural_sort_key, object_id, read_meta_json, sort_stems, video_objects
+from vos.datasets.common import (
+    list_stems,
+    natural_sort_key,
+    object_id,
+    read_meta_json,
+    sort_stems,
+    video_objects,
+)
+from vos.datasets.job import Job, check_name
 from vos.errors import UserError
-from vos.jobs import Job, check_name
 
 __all__ = ["NAME", "looks_like", "meta_file", "read_lvos_root"]
 

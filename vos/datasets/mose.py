@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 
 from vos.datasets.common import list_folders, list_stems
+from vos.datasets.job import Job, check_name
 from vos.errors import UserError
-from vos.jobs import Job, check_name
 
 __all__ = ["NAME", "looks_like", "read_mose_root"]
 

@@ -23,8 +23,8 @@ import os
 from pathlib import Path
 
 from vos.datasets.common import list_folders, list_stems, read_name_list, sort_stems
+from vos.datasets.job import Job, check_name
 from vos.errors import UserError
-from vos.jobs import Job, check_name
 
 __all__ = ["NAME", "looks_like", "read_sav_root"]
 

@@ -25,9 +25,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vos.datasets.common import natural_sort_key, object_id, read_meta_json, sort_stems, video_objects
+from vos.datasets.common import (
+    natural_sort_key,
+    object_id,
+    read_meta_json,
+    sort_stems,
+    video_objects,
+)
+from vos.datasets.job import Job, check_name
 from vos.errors import UserError
-from vos.jobs import Job, check_name
 
 __all__ = ["NAME", "looks_like", "read_youtube_vos_root"]
 
