@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from vos.batch.log import BatchLog, output_complete, read_batch_manifest
-from vos.batch.worker import RUN_KEYS, VideoRecord, VideoWorker, failed_record
+from vos.errors import UserError
 from vos.datasets.job import Job
 from vos.datasets.manifest import read_job_manifest
-from vos.errors import UserError
+from vos.batch.worker import RUN_KEYS, VideoRecord, VideoWorker, failed_record
 
 
 def _jsonl(path: Path, *rows) -> Path:

@@ -35,14 +35,8 @@ from vos.errors import UserError, check_device_dtype
 from vos.prompts.first_mask import prompt_from_args
 from vos.signals import Terminated, install_sigterm_handler, sigterm_received
 
-__all__ = [
-    "DEFAULT_MAX_RETRIES",
-    "ClusterError",
-    "checkpoint_arg",
-    "plan_actors",
-    "ray_session",
-    "run_on_cluster",
-]
+__all__ = ["ClusterError", "DEFAULT_MAX_RETRIES", "ray_session", "plan_actors",
+           "checkpoint_arg", "run_on_cluster"]
 
 
 class ClusterError(UserError):

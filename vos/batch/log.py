@@ -18,7 +18,7 @@ from seggpt_model.files import atomic_write
 from vos.datasets.job import BATCH_MANIFEST, Job
 from vos.errors import UserError
 
-__all__ = ["BATCH_MANIFEST", "BatchLog", "now", "output_complete", "read_batch_manifest"]
+__all__ = ["BATCH_MANIFEST", "BatchLog", "read_batch_manifest", "output_complete", "now"]
 
 
 def now() -> str:

@@ -54,7 +54,7 @@ from seggpt_model.errors import one_line
 from vos.batch.worker import failed_record
 from vos.errors import UserError
 
-__all__ = ["lost_errors", "run_jobs"]
+__all__ = ["run_jobs", "lost_errors"]
 
 _POLL_S = 1.0
 
@@ -71,7 +71,7 @@ def lost_errors() -> tuple[type[BaseException], ...]:
 
 
 class _Actor:
-    __slots__ = ("handle", "info", "job", "t_submit")
+    __slots__ = ("handle", "job", "info", "t_submit")
 
     def __init__(self, handle) -> None:
         self.handle = handle

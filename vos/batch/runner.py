@@ -45,13 +45,7 @@ from tqdm import tqdm
 from seggpt_model.config import DEFAULT_CHECKPOINT
 from seggpt_model.files import remove_stale_temps
 from vos.batch.cluster import actor_setup, checkpoint_arg
-from vos.batch.log import (
-    BATCH_MANIFEST,
-    BatchLog,
-    now,
-    output_complete,
-    read_batch_manifest,
-)
+from vos.batch.log import BATCH_MANIFEST, BatchLog, now, output_complete, read_batch_manifest
 from vos.batch.pool import DEFAULT_MAX_RETRIES, run_jobs
 from vos.datasets.job import Job
 from vos.engine.session import DEFAULT_CONTEXT

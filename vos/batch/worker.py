@@ -23,15 +23,8 @@ from vos.engine.video import run_video, run_video_objects
 from vos.errors import UserError, user_errors
 from vos.prompts.first_mask import FirstMaskProposer, MaskPrompt
 
-__all__ = [
-    "JOB_KEYS",
-    "PROMPT_KEYS",
-    "RUN_KEYS",
-    "WORD_PROMPT_KEYS",
-    "VideoRecord",
-    "VideoWorker",
-    "failed_record",
-]
+__all__ = ["VideoWorker", "VideoRecord", "failed_record", "JOB_KEYS", "PROMPT_KEYS", "RUN_KEYS",
+           "WORD_PROMPT_KEYS"]
 
 #: Prompt fields of a job (at least one of them is set; see :mod:`vos.datasets.job`).
 PROMPT_KEYS = ("first_mask", "masks", "text", "classes", "stem_masks", "object_masks")
