@@ -162,6 +162,23 @@ def test_readers_open_no_image(tmp_path, shared_data, monkeypatch):
         assert read_layout(root)[0]
 
 
+def test_batch_cli_errors_before_ray_starts(tmp_path, shared_data, capsys):
+    """Unknown root, a manifest with --layout or --submission: one line, exit 2, nothing written."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "j.jsonl").write_text('{"video": "a.mp4", "first_mask": "m.png"}\n')
+    t = L.youtube_vos_tree(tmp_path / "yt")
+    (t["split"] / "meta.json").write_text("[1, 2")
+    cases = [([str(tmp_path / "empty")], "no dataset layout recognised"),
+             ([str(tmp_path / "j.jsonl"), "--layout", "mose"], "need a dataset root"),
+             ([str(tmp_path / "j.jsonl"), "--submission", str(tmp_path / "s.zip")], "needs a dataset root"),
+             ([str(t["split"])], "meta.json: not valid JSON")]
+    for argv, needle in cases:
+        assert vos_main(["batch", *argv, "--output", str(tmp_path / "out"), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "s.zip").exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # the engine, per layout, against vos run
 
