@@ -125,7 +125,8 @@ def _record(job: dict[str, Any], **fields: Any) -> VideoRecord:
                        masks=None if masks is None else {str(k): v for k, v in masks.items()},
                        text=job.get("text"), classes=job.get("classes"),
                        stem_masks=job.get("stem_masks"),
-                       mask_objects=None if mask_objects is None else {k: list(v) for k, v in mask_objects.items()},
+                       mask_objects=(None if mask_objects is None
+                                     else {k: list(v) for k, v in mask_objects.items()}),
                        object_masks=None if objects is None else {str(k): v for k, v in objects.items()},
                        write_stems=None if stems is None else list(stems),
                        backward=False if job.get("backward") is False else None, **fields)

@@ -57,6 +57,13 @@ def sort_stems(stems) -> list[str]:
     return sorted(stems, key=natural_sort_key)
 
 
+def first_stem(stems: list[str]) -> str:
+    """The first of ``stems`` (non-empty) in natural order (:func:`sort_stems`)."""
+    if all(s.isdigit() for s in stems):
+        return min(stems, key=lambda s: (int(s), s))
+    return min(stems, key=natural_sort_key)
+
+
 #: Suffixes of frame files (those :class:`pipelines.sources.FrameFolderSource` reads).
 FRAME_SUFFIXES = frozenset(IMAGE_EXTENSIONS)
 

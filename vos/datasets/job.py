@@ -5,7 +5,8 @@ A :class:`Job` names one video, its output folder name and its prompt (absolute 
 -> file; JSONL only), ``text`` (object descriptions) or ``classes`` (class names). A job needs
 exactly one prompt kind; ``first_mask`` and ``masks`` may be combined (``first_mask`` is frame 0's
 mask, so ``masks`` must then not give frame 0). The dataset readers (:mod:`vos.datasets.layouts`)
-also set ``stem_masks`` / ``mask_objects`` / ``object_masks`` / ``write_stems`` / ``backward``. See ``docs/ray_cluster.md`` for the formats and
+also set ``stem_masks`` / ``mask_objects`` / ``object_masks`` / ``write_stems`` / ``backward``.
+See ``docs/ray_cluster.md`` for the formats and
 ``docs/architecture.md`` for where this module sits.
 """
 

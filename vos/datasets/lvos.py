@@ -27,14 +27,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vos.datasets.common import (
-    list_stems,
-    natural_sort_key,
-    object_id,
-    read_meta_json,
-    sort_stems,
-    video_objects,
-)
+from vos.datasets.common import (list_stems, natural_sort_key, object_id, read_meta_json, sort_stems,
+                                 video_objects)
 from vos.datasets.job import Job, check_name
 from vos.errors import UserError
 

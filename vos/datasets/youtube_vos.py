@@ -25,13 +25,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vos.datasets.common import (
-    natural_sort_key,
-    object_id,
-    read_meta_json,
-    sort_stems,
-    video_objects,
-)
+from vos.datasets.common import (first_stem, natural_sort_key, object_id, read_meta_json, sort_stems,
+                                 video_objects)
 from vos.datasets.job import Job, check_name
 from vos.errors import UserError
 
@@ -88,11 +83,11 @@ def read_youtube_vos_root(root: str | os.PathLike, all_frames: str | os.PathLike
             frames = obj.get("frames") if isinstance(obj, dict) else None
             if not isinstance(frames, list) or not frames or not all(isinstance(s, str) and s for s in frames):
                 raise UserError(f"{where}: object {key!r} needs a non-empty 'frames' list of frame stems")
-            stems = sort_stems(frames)
-            starts.setdefault(stems[0], []).append(oid)
-            required += stems
-        stem_masks = {s: str(root / "Annotations" / vid / f"{s}.png") for s in sort_stems(starts)}
-        jobs.append(Job(vid, str(frames_root / vid), None, where,
+            starts.setdefault(first_stem(frames), []).append(oid)
+            required += frames
+        masks = os.path.join(root, "Annotations", vid)
+        stem_masks = {s: os.path.join(masks, f"{s}.png") for s in sort_stems(starts)}
+        jobs.append(Job(vid, os.path.join(frames_root, vid), None, where,
                         stem_masks=stem_masks,
                         mask_objects={s: tuple(sorted(starts[s])) for s in stem_masks},
                         write_stems=tuple(sort_stems(required)), backward=False))

@@ -383,8 +383,8 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                     return
                 for w in writers:
                     w.write(frame, ids)
-                records.append({"index": len(records),
-                                "file": f"{len(records):05d}.png" if stems is None else f"{stems[frame.index]}.png",
+                file = f"{len(records):05d}.png" if stems is None else f"{stems[frame.index]}.png"
+                records.append({"index": len(records), "file": file,
                                 "source_index": frame.index, "pts": frame.pts})
 
             def sink(item):
@@ -464,7 +464,8 @@ def _check_binary(path: Path, oid: int) -> None:
         with Image.open(path) as im:
             values = np.unique(np.asarray(im.convert("L") if im.mode not in ("P", "L", "1") else im))
     except FileNotFoundError:
-        raise MaskError(f"{path}: object {oid} has no mask on the first annotated frame (no such file)") from None
+        raise MaskError(f"{path}: object {oid} has no mask on the first annotated frame "
+                        f"(no such file)") from None
     except OSError as exc:
         raise MaskError(f"{path}: cannot read the mask ({exc})") from None
     nonzero = [int(v) for v in values if v]
