@@ -176,9 +176,22 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- vos batch -------------------------------------------------------------------------
     p = sub.add_parser(
         "batch", help="segment many videos on a Ray cluster",
-        description="Fan a DAVIS-layout root or a manifest (JSONL or CSV with columns video, "
-                    "first_mask, optional name) out over Ray actors, one SegGPT model per actor.")
-    p.add_argument("source", metavar="SOURCE", help="DAVIS root or manifest (.jsonl / .csv)")
+        description="Fan a dataset split or a manifest (JSONL or CSV with columns video, "
+                    "first_mask, optional name) out over Ray actors, one SegGPT model per actor. "
+                    "Dataset layouts, detected from what the root holds: davis (Annotations/480p), "
+                    "youtube-vos (meta.json, JPEGImages, Annotations; 2018 and 2019), lvos "
+                    "(*_meta.json, JPEGImages, Annotations; v1 and v2), sa-v (JPEGImages_24fps, "
+                    "Annotations_6fps), mose (JPEGImages, Annotations: also DAVIS test-dev exports).")
+    p.add_argument("source", metavar="SOURCE",
+                   help="dataset root (davis, youtube-vos, mose, sa-v, lvos) or manifest (.jsonl / .csv)")
+    p.add_argument("--layout", default=None, choices=["davis", "youtube-vos", "mose", "sa-v", "lvos"],
+                   help="the dataset layout of SOURCE (default: detected from what it holds)")
+    p.add_argument("--all-frames", default=None, metavar="DIR",
+                   help="youtube-vos/lvos: folder of every frame of each video (DIR/VIDEO/STEM.jpg) "
+                        "to propagate over; only the split's frames are written")
+    p.add_argument("--submission", default=None, metavar="FILE.zip",
+                   help="pack the results as the benchmark server wants them (youtube-vos, lvos: "
+                        "Annotations/VIDEO/; davis test-dev, mose: VIDEO/ at the root)")
     p.add_argument("--output", default=None, metavar="DIR", help="output root (default: results)")
     p.add_argument("--address", default=None, metavar="auto|ray://HOST:PORT",
                    help="join this Ray cluster (default: start a local one)")
