@@ -25,6 +25,7 @@ from vos.datasets.layouts import LAYOUTS, detect_layout, read_layout
 from vos.datasets.submission import write_submission
 from vos.engine.video import run_video
 from vos.errors import UserError
+from vos.evaluation.sav import evaluate_sav
 
 CONTEXT = 2
 
@@ -264,6 +265,11 @@ def test_sav_objects_tracked_on_their_own(worker, tmp_path, shared_data):
     assert ((first[0] == 1) & (first[1] == 1)).any()
     manifest = json.loads((out / sv["vid"] / "manifest.json").read_text())
     assert manifest["frames"] == len(got) and manifest["objects"] == [0, 1]
+    # the results folder is what the SA-V protocol reads (its manifests are not frames)
+    gt = sv["root"] / "Annotations_6fps"
+    scores = evaluate_sav(gt, out, workers=1)
+    assert sorted(scores["per_object"]) == [f"{sv['vid']}_000", f"{sv['vid']}_001"]
+    assert evaluate_sav(gt, gt, workers=1)["global"]["J&F-Mean"] == 1.0
 
 
 def test_mose_equals_vos_run_first_mask(worker, tmp_path, shared_data):
