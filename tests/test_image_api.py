@@ -134,6 +134,7 @@ def test_doc_example_image_segmentation(tiny_hf_dir, hf_model, examples, ref_pro
 
 
 @torch.no_grad()
+@pytest.mark.slow  # the documented example against transformers
 def test_doc_example_one_shot_semantic_segmentation(tiny_hf_dir, hf_model, examples, ref_processor):
     """The FoodSeg103 one-shot example (``num_labels=103``) on generated label maps 0..103."""
     num_labels = 103

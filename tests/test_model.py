@@ -102,6 +102,7 @@ def test_one_prompt_ensemble_is_identity(tiny_pair):
 
 
 @torch.no_grad()
+@pytest.mark.slow  # several full forwards
 def test_segment_decodes_only_the_query(tiny_pair):
     hf, ours = tiny_pair
     query, ppv, pm = _inputs(3, seed=6, same_query=True)
@@ -127,6 +128,7 @@ def test_bad_inputs_raise_value_error(tiny_pair):
 
 
 @torch.no_grad()
+@pytest.mark.slow  # float16 and bfloat16 forwards on the CPU
 def test_half_precision_runs_and_stays_close(tiny_pair):
     _, ours = tiny_pair
     pv, ppv, pm = _inputs(2, seed=7, same_query=True)
@@ -155,7 +157,8 @@ def test_vit_large_one_prompt_matches_transformers(tmp_path):
         assert (out - ref).abs().max() <= ATOL
 
 
-@pytest.mark.parametrize("heads, hidden, qkv_bias", [(2, 40, True), (2, 32, False)])
+@pytest.mark.parametrize("heads, hidden, qkv_bias", [pytest.param(2, 40, True, marks=pytest.mark.slow),  # the larger one
+                                              (2, 32, False)])
 def test_split_attention_equals_eager_formula(heads, hidden, qkv_bias):
     """The CPU inference kernels against the explicit softmax of the reference formula, for every
     layout the model uses: the chunked kernel (fp32, blocks on two threads) and the flash kernel
@@ -302,6 +305,7 @@ def test_no_relative_position_plain_sdpa_equals_eager_formula(tiny_pair):
     assert (ours(pv, ppv, pm).pred_masks - out).abs().max() <= 1e-5
 
 
+@pytest.mark.slow  # backward through ours and transformers' model
 def test_gradients_match_transformers(tiny_hf_dir):
     """Training: the loss backpropagates (fused attention, differentiable residual adds) and every
     parameter's gradient equals transformers'."""

@@ -37,6 +37,7 @@ def test_hub_folder_from_transformers(tiny_hf_dir):
         assert torch.equal(v, hf_state[k]), k
 
 
+@pytest.mark.slow  # saves and reloads through transformers
 def test_save_pretrained_round_trip_and_transformers_reads_it(tmp_path, tiny_model):
     from transformers import SegGptForImageSegmentation as HfModel
 
