@@ -33,7 +33,7 @@ from vos.cli import main as vos_main
 from vos.labels import davis_palette
 from vos.errors import UserError
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray]  # a local Ray cluster per module, ~2 minutes on 2 cores
+pytestmark = [pytest.mark.ray]  # the tests that start Ray (a local cluster per module, ~2 minutes on 2 cores) are slow
 
 CONTEXT = 1
 CAR = SHARED_DATA / "davis_sample"
@@ -261,6 +261,7 @@ def test_worker_runs_without_ray(data, tiny_hf_dir, reference, tmp_path):
 # ----------------------------------------------------------------------------------------------
 # batches
 
+@pytest.mark.slow  # starts Ray
 def test_davis_batch_equals_vos_run(ray_local, data, tiny_hf_dir, reference, tmp_path, capsys):
     out = tmp_path / "out"
     rc = _batch(data["davis"], "--output", out, "--checkpoint", tiny_hf_dir, "--context", CONTEXT,
@@ -281,6 +282,7 @@ def test_davis_batch_equals_vos_run(ray_local, data, tiny_hf_dir, reference, tmp
     _assert_clean(out)
 
 
+@pytest.mark.slow  # starts Ray
 def test_bad_videos_among_good_ones(ray_local, data, tiny_hf_dir, reference, tmp_path, capsys):
     clips, davis = data["clips"], data["davis"]
     (tmp_path / "notes.mp4").write_text("not a video")
@@ -315,6 +317,7 @@ def test_bad_videos_among_good_ones(ray_local, data, tiny_hf_dir, reference, tmp
     assert "--eval needs" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # starts Ray
 def test_actor_killed_mid_video_is_retried(ray_local, data, tiny_hf_dir, reference, tmp_path):
     jobs, _ = discover_jobs(data["davis"])
     jobs = [j for j in jobs if j.name != "car-shadow"]
@@ -360,6 +363,7 @@ def test_actor_killed_mid_video_is_retried(ray_local, data, tiny_hf_dir, referen
     assert recs["gen-b"]["attempts"] == 2 and "worker lost 2 time(s)" in recs["gen-b"]["error"]
 
 
+@pytest.mark.slow  # starts Ray
 def test_killed_job_resumes(ray_local, data, tiny_hf_dir, reference, tmp_path):
     """A ``vos batch`` subprocess joins the cluster and is SIGKILLed while its second video runs;
     a second run with ``--resume`` (embedded local cluster) finishes the rest. The second video's
@@ -433,6 +437,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow  # starts Ray
 def test_sigterm_stops_batch_and_its_cluster(data, tiny_hf_dir, reference, tmp_path):
     """``vos batch`` (its own local cluster) gets SIGTERM while car-shadow is half written: one line,
     exit 143, no process of its cluster left, no temporary folder, the finished video logged; then
@@ -484,6 +489,7 @@ def test_sigterm_stops_batch_and_its_cluster(data, tiny_hf_dir, reference, tmp_p
     _assert_clean(out)
 
 
+@pytest.mark.slow  # starts Ray
 def test_run_address_uses_a_cluster_actor(ray_local, data, tiny_hf_dir, reference, tmp_path, capsys):
     clip, mask = data["clips"] / "clip-b.mp4", data["davis"] / "Annotations" / "480p" / "gen-b" / "00000.png"
     address = ray_local.get_runtime_context().gcs_address
@@ -498,6 +504,7 @@ def test_run_address_uses_a_cluster_actor(ray_local, data, tiny_hf_dir, referenc
     assert rc == 2 and len(err) == 1 and "nope.png" in err[0]
 
 
+@pytest.mark.slow  # starts Ray
 def test_two_node_cluster(data, tiny_hf_dir, reference, tmp_path, ray_local):
     """Runs last: replaces the module's cluster with a two-node ``Cluster`` (1 CPU per node)."""
     from ray.cluster_utils import Cluster
