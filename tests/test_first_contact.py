@@ -23,15 +23,25 @@ def _run(*argv) -> int:
     return vos_main(["run", *map(str, argv)])
 
 
+#: Frame size of the test clip: car-shadow's 854x480 scaled down (same aspect), so that runs are quick.
+SIZE = (256, 144)
+
+
 @pytest.fixture(scope="module")
 def clip(shared_data, tmp_path_factory):
-    """The first 8 frames of car-shadow as a frame folder, and its frame-0 annotation."""
+    """The first 8 frames of car-shadow at :data:`SIZE` as a frame folder, and its frame-0
+    annotation scaled the same way (nearest neighbour, DAVIS palette)."""
     src = shared_data / "davis_sample" / "JPEGImages" / "480p" / "car-shadow"
-    folder = tmp_path_factory.mktemp("clip") / "car"
+    base = tmp_path_factory.mktemp("clip")
+    folder = base / "car"
     folder.mkdir()
     for f in sorted(src.glob("*.jpg"))[:8]:
-        shutil.copy(f, folder / f.name)
-    return folder, shared_data / "davis_sample" / "Annotations" / "480p" / "car-shadow" / "00000.png"
+        Image.open(f).resize(SIZE, Image.BILINEAR).save(folder / f.name, quality=95)
+    ann = Image.open(shared_data / "davis_sample" / "Annotations" / "480p" / "car-shadow" / "00000.png")
+    small = ann.resize(SIZE, Image.NEAREST)
+    assert small.mode == "P" and np.array(small).any()
+    small.save(base / "00000.png")
+    return folder, base / "00000.png"
 
 
 def _labels(folder: Path) -> list[np.ndarray]:
@@ -162,6 +172,8 @@ def test_cpu_estimate_line_scales_the_first_frame_to_the_full_context():
     # already at the full context (2 prompts of 2), a total under 2 minutes in seconds
     assert cpu_estimate_line(21.0, 2, 2, 5) == ("about 21 s a frame on this CPU: ~105 s for 5 frames; "
                                                 "--device cuda or --frames for a quicker look")
+    assert cpu_estimate_line(3.0, 1, 1, 1) == ("about 3.0 s a frame on this CPU: ~3.0 s for 1 frame; "
+                                               "--device cuda or --frames for a quicker look")
     # frame count unknown (a video without a declared length)
     assert cpu_estimate_line(30.0, 1, 1, None) == ("about 30 s a frame on this CPU; --device cuda or "
                                                    "--frames for a quicker look")
@@ -229,8 +241,8 @@ def test_no_estimate_line_off_the_cpu(tiny_hf_dir, clip, tmp_path, capsys):
 
     folder, mask = clip
     stage = load_stage(str(tiny_hf_dir), "cpu", "float32")
-    run_video(folder, mask, output=tmp_path / "a", frames="0:3", context=2, quiet=False, stage=stage)
+    run_video(folder, mask, output=tmp_path / "a", frames="0:2", context=2, quiet=False, stage=stage)
     assert "about" in capsys.readouterr().err
-    run_video(folder, mask, output=tmp_path / "b", frames="0:3", context=2, quiet=False,
+    run_video(folder, mask, output=tmp_path / "b", frames="0:2", context=2, quiet=False,
               stage=ReportsCuda(stage))
     assert "about" not in capsys.readouterr().err

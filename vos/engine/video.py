@@ -191,7 +191,8 @@ def cpu_estimate_line(seconds: float, prompts: int, context: int, frames: int | 
     line = f"about {_seconds(per_frame)} a frame on this CPU"
     if frames:
         total = per_frame * frames
-        line += f": ~{_seconds(total) if total < 120 else f'{total / 60:.0f} min'} for {frames} frames"
+        line += (f": ~{_seconds(total) if total < 120 else f'{total / 60:.0f} min'} for {frames} "
+                 f"frame{'s' if frames > 1 else ''}")
     hints = ["--device cuda", *(["--context 2"] if context > 2 else []), "--frames"]
     return f"{line}; {', '.join(hints[:-1])} or {hints[-1]} for a quicker look"
 
