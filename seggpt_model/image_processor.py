@@ -665,6 +665,7 @@ def _download_config(repo_id: str, revision: str | None, cache_dir: str | None,
                      local_files_only: bool) -> dict[str, Any]:
     """``preprocessor_config.json`` of a hub repo, or ``{}`` (documented defaults) when unavailable."""
     try:
+        # lazy: importing huggingface_hub costs about 0.45 s, paid only for a hub repo id
         from huggingface_hub import hf_hub_download
 
         path = hf_hub_download(repo_id, PROCESSOR_CONFIG_NAME, revision=revision, cache_dir=cache_dir,
