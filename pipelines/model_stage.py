@@ -21,8 +21,9 @@ import torch
 from pipelines.allocator import keep_freed_memory
 from pipelines.devices import check_device_dtype, use_device
 from pipelines.kernel_record import cuda_attention_choice
-from seggpt_model import DEFAULT_CHECKPOINT, from_pretrained
 from seggpt_model import processing as P
+from seggpt_model.build import from_pretrained
+from seggpt_model.config import DEFAULT_CHECKPOINT
 from seggpt_model.layers import ATTENTION_IMPLEMENTATIONS
 
 __all__ = ["PromptTensors", "SegGptStage", "load_stage", "ATTENTION_CHOICES"]
@@ -51,7 +52,7 @@ class PromptTensors:
 
 
 class SegGptStage:
-    """One SegGPT model on one device, used frame by frame by :class:`vos.session.VideoSession`.
+    """One SegGPT model on one device, used frame by frame by :class:`vos.engine.session.VideoSession`.
 
     Args:
         model: a loaded :class:`seggpt_model.SegGptForImageSegmentation` (already on its device and

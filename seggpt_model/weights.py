@@ -222,7 +222,7 @@ def _download(repo_id: str, revision: str | None, cache_dir: str | None,
     # lazy: importing huggingface_hub costs about 0.45 s, paid only when a checkpoint is fetched
     # from the hub (local folders and files never need it)
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled  # lazy, as above
 
     # huggingface_hub logs every network retry as a warning; the outcome is reported below as one line
     hub_logger = logging.getLogger("huggingface_hub")

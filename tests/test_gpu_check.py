@@ -121,7 +121,7 @@ def test_no_driver_fails_in_one_line_within_a_minute(tmp_path):
 
 def test_synthetic_clip(tmp_path):
     from benchmarks.gpu_check import make_synthetic_clip
-    from vos.davis import read_first_mask
+    from vos.labels import read_first_mask
 
     frames, mask = make_synthetic_clip(tmp_path, frames=5)
     files = sorted(frames.iterdir())

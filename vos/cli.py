@@ -1,7 +1,8 @@
 """The ``vos`` command line: ``vos run``, ``vos batch``, ``vos eval``, ``vos image`` and ``vos mask``.
 
-Only argparse is imported at start so that ``vos --help`` is instant; each subcommand imports its
-implementation module (and with it torch, av or ray) when it runs. Errors caused by bad input are
+Only argparse and the torch-free error and signal modules are imported at start so that ``vos
+--help`` is instant; each subcommand's module (:mod:`vos.commands`, and with it torch, av or ray) is
+imported when it runs. Errors caused by bad input are
 printed as one line ``vos <cmd>: error: <message>`` and exit with code 2; Ctrl-C and SIGTERM stop a
 command cleanly (:mod:`vos.signals`) with ``vos <cmd>: interrupted`` (130) or ``vos <cmd>:
 terminated`` (143).
@@ -12,6 +13,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
+
+from vos import __version__
+from vos.errors import user_errors
+from vos.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, sigterm_received, terminate_on_sigterm
 
 RUN_EPILOG = """\
 masks on any frame: --mask K:FILE gives the label map of frame K (0-based index in decoding order,
@@ -104,8 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Video object segmentation with SegGPT: give a video and its first frame's "
                     "mask (or a few words), get a DAVIS-format mask for every frame.",
     )
-    from vos import __version__
-
     parser.add_argument("--version", action="version", version=f"vos {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -227,8 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # subcommand -> module whose ``main(args) -> int`` runs it (imported lazily)
-_COMMANDS = {"run": "vos.run", "batch": "vos.batch", "eval": "vos.evaluate", "image": "vos.image",
-             "mask": "vos.mask"}
+_COMMANDS = {name: f"vos.commands.{name}" for name in ("run", "batch", "eval", "image", "mask")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,16 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    import warnings
-
     warnings.formatwarning = lambda message, category, *a, **k: f"vos {args.command}: warning: {message}\n"
-    from vos.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, sigterm_received, terminate_on_sigterm
-
     try:
         with terminate_on_sigterm():
+            # the command's module only now: `vos --help` and the parser need no torch, av or ray
             module = importlib.import_module(_COMMANDS[args.command])
-            from vos.errors import user_errors
-
             try:
                 return int(module.main(args) or 0)
             except user_errors() as exc:

@@ -1,4 +1,5 @@
-"""DAVIS mask I/O: the DAVIS palette, palette-PNG label maps and first-frame masks.
+"""Label maps and images as the ``vos`` layer reads and writes them: the DAVIS palette, palette-PNG
+label maps, first-frame masks in every format the CLI takes, and images (:func:`read_image`).
 
 A *label map* is an ``(H, W)`` ``uint8`` array: 0 is background, 1..254 are object ids and 255 is
 *void* (the DAVIS convention: pixels excluded from evaluation and never an object). DAVIS stores label
@@ -13,7 +14,7 @@ maps as palette-mode (``P``) PNGs whose pixel values are the ids and whose palet
   (ids, or 0/255 binary, or anti-aliased binary).
 * an RGB / RGBA colour mask: one object per colour; see :func:`read_first_mask` for the rule.
 
-Only numpy and Pillow are used here (no torch, no av), so importing this module is cheap.
+No torch here: numpy, Pillow and the PNG encoder and image loader of :mod:`pipelines`.
 """
 
 from __future__ import annotations
@@ -27,20 +28,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pipelines.sources import load_image
+from pipelines.writers import save_label_png
 from seggpt_model.errors import one_line
-from seggpt_model.files import atomic_write
-from vos.errors import MaskError
+from vos.errors import MaskError, UserError
 
 __all__ = [
     "VOID_ID",
     "MAX_OBJECTS",
-    "PNG_COMPRESS_LEVEL",
     "FirstMask",
     "MaskWarning",
     "davis_palette",
     "read_label_png",
     "write_label_png",
     "read_first_mask",
+    "read_image",
 ]
 
 #: Label value of void pixels in DAVIS annotations (ignored by the evaluation, never an object).
@@ -48,11 +50,6 @@ VOID_ID = 255
 
 #: Object ids are 1..254, so at most 254 objects fit in a uint8 label map next to background and void.
 MAX_OBJECTS = 254
-
-#: zlib level for label PNGs. Measured on the 480p DAVIS masks (854x480, Pillow, 1 core): level 1
-#: 0.8 ms and 4.1 KB per frame, 4: 1.4 ms and 2.4 KB, 6 (default): 1.6 ms and 2.2 KB, 9: 3.3 ms and
-#: 1.8 KB. Level 4 is within 10 % of the default size at a fraction of the cost of 9.
-PNG_COMPRESS_LEVEL = 4
 
 #: Fraction of a colour's pixels that must be interior (all 4 neighbours of the same colour) for it
 #: to count as a real object colour in an RGB mask rather than an anti-aliasing blend.
@@ -217,17 +214,8 @@ def write_label_png(path: str | os.PathLike[str], labels: np.ndarray,
         ValueError: ``labels`` is not 2-D integer in 0..255, or ``palette`` is not ``(256, 3)`` uint8.
         OSError: the file cannot be written (the temporary file is removed).
     """
-    path = Path(path)
-    arr = _check_labels(labels)
-    im = _to_p_image(arr)
-    im.putpalette(_palette_bytes(palette))
-    atomic_write(path, lambda f: im.save(f, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
-
-
-def _to_p_image(arr: np.ndarray) -> Image.Image:
-    """An ``(H, W)`` uint8 array as a mode ``P`` image with the same bytes (no quantisation)."""
-    arr = np.ascontiguousarray(arr, dtype=np.uint8)
-    return Image.frombuffer("P", (arr.shape[1], arr.shape[0]), arr.tobytes(), "raw", "P", 0, 1)
+    arr = np.ascontiguousarray(_check_labels(labels), dtype=np.uint8)
+    save_label_png(path, arr.tobytes(), (arr.shape[1], arr.shape[0]), _palette_bytes(palette))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -519,3 +507,21 @@ def read_first_mask(path: str | os.PathLike[str],
         source_size=source_size,
         colours={k: v for k, v in colours.items() if k in object_ids},
     )
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as ``(H, W, 3)`` uint8 RGB, decoded by content (a ``.jpg`` that is really a
+    palette PNG works), upright from its EXIF orientation, 16-bit gray scaled to 8 bits.
+
+    Raises:
+        UserError: missing file, a directory, or not an image Pillow can decode.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: no such file")
+    if p.is_dir():
+        raise UserError(f"{p}: is a directory, not an image")
+    try:
+        return load_image(p)
+    except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, ...)
+        raise UserError(f"{p}: cannot read the image ({one_line(exc)})") from None

@@ -1,6 +1,6 @@
 """The batch worker: one SegGPT model that runs whole videos, and the record of one video.
 
-:class:`VideoWorker` (a :class:`pipelines.actors.ModelWorker`) runs :func:`vos.run.run_video`, the
+:class:`VideoWorker` (a :class:`pipelines.actors.ModelWorker`) runs :func:`vos.engine.video.run_video`, the
 unchanged ``vos run`` chain (decode thread -> model -> writer thread, atomic ``DIR/NAME`` output),
 on one video per :meth:`VideoWorker.process` call. It works without Ray; ``vos batch`` and
 ``vos run --address`` wrap it with :func:`pipelines.actors.actor_class`. Only a small job dict goes
@@ -19,20 +19,22 @@ from typing import Any
 
 from pipelines.actors import ModelWorker, node_info
 from seggpt_model.errors import one_line
+from vos.engine.video import run_video
 from vos.errors import UserError, user_errors
+from vos.prompts.first_mask import FirstMaskProposer, MaskPrompt
 
 __all__ = ["VideoWorker", "VideoRecord", "failed_record", "JOB_KEYS", "PROMPT_KEYS", "RUN_KEYS",
            "WORD_PROMPT_KEYS"]
 
-#: Prompt fields of a job (at least one of them is set; see :mod:`vos.jobs`).
+#: Prompt fields of a job (at least one of them is set; see :mod:`vos.datasets.job`).
 PROMPT_KEYS = ("first_mask", "masks", "text", "classes")
-#: Job keys passed to :func:`vos.run.run_video` as keyword arguments, each only when it is set
+#: Job keys passed to :func:`vos.engine.video.run_video` as keyword arguments, each only when it is set
 #: (not None), so that a job works with every ``run_video`` that has the keywords it uses.
 RUN_KEYS = (*PROMPT_KEYS, "context", "per_object", "allow_partial", "overlay", "mask_video",
             "max_pinned")
 #: Keys of a job dict (see :meth:`VideoWorker.process`); ``name``, ``video`` and ``output`` are
 #: required, and one prompt of :data:`PROMPT_KEYS`.
-#: Options of a ``text``/``classes`` prompt (:class:`vos.first_mask.MaskPrompt` fields).
+#: Options of a ``text``/``classes`` prompt (:class:`vos.prompts.first_mask.MaskPrompt` fields).
 WORD_PROMPT_KEYS = ("threshold", "instances", "text_model", "class_model")
 JOB_KEYS = ("name", "video", "output", *RUN_KEYS, *WORD_PROMPT_KEYS, "return_manifest")
 
@@ -134,11 +136,9 @@ class VideoWorker(ModelWorker):
         self.videos = 0
 
     def _proposer(self):
-        """The word-prompt models (:class:`vos.first_mask.FirstMaskProposer`) on the worker's
+        """The word-prompt models (:class:`vos.prompts.first_mask.FirstMaskProposer`) on the worker's
         device and dtype, made once and loaded on first use, so a batch pays for loading once."""
         if getattr(self, "_first_mask_proposer", None) is None:
-            from vos.first_mask import FirstMaskProposer
-
             device, dtype = getattr(self.stage, "device", None), getattr(self.stage, "dtype", None)
             self._first_mask_proposer = FirstMaskProposer(
                 device=None if device is None else str(device),
@@ -146,7 +146,7 @@ class VideoWorker(ModelWorker):
         return self._first_mask_proposer
 
     def process(self, job: dict[str, Any]) -> dict[str, Any]:
-        """Segment one video, decode to written PNGs, with :func:`vos.run.run_video`.
+        """Segment one video, decode to written PNGs, with :func:`vos.engine.video.run_video`.
 
         Args:
             job: ``name``, ``video``, ``output`` (the output root: the result is ``output/name``),
@@ -162,8 +162,6 @@ class VideoWorker(ModelWorker):
         A video that fails for its own reasons (bad video or mask, unwritable output, or any other
         exception) gives a ``"failed"`` record and leaves no output; the worker stays usable.
         """
-        from vos.run import run_video
-
         t0 = time.perf_counter()
         unknown = sorted(set(job) - set(JOB_KEYS))
         missing = [k for k in ("name", "video", "output") if not job.get(k)]
@@ -178,8 +176,6 @@ class VideoWorker(ModelWorker):
         record = _record(job, **node_info())
         kwargs = {k: job[k] for k in RUN_KEYS if job.get(k) is not None}
         if kwargs.get("text") or kwargs.get("classes"):     # frame 0's mask from words
-            from vos.first_mask import MaskPrompt
-
             kwargs["prompt"] = MaskPrompt(texts=tuple(kwargs.pop("text", None) or ()),
                                           classes=tuple(kwargs.pop("classes", None) or ()),
                                           instances=bool(job.get("instances")),

@@ -23,32 +23,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipelines.devices import parse_device, parse_dtype
+import ray
+
+from pipelines.actors import actor_class, threads_for_cpus
 from seggpt_model.errors import one_line
-from vos.errors import UserError
+from vos.batch.pool import DEFAULT_MAX_RETRIES, run_jobs
+from vos.batch.worker import VideoWorker
+from vos.datasets.job import check_name, default_name
+from vos.engine.video import RunResult, parse_mask_args
+from vos.errors import UserError, check_device_dtype
+from vos.prompts.first_mask import prompt_from_args
+from vos.signals import Terminated, install_sigterm_handler, sigterm_received
 
-__all__ = ["ClusterError", "DEFAULT_MAX_RETRIES", "ray_session", "plan_actors", "check_device_dtype",
+__all__ = ["ClusterError", "DEFAULT_MAX_RETRIES", "ray_session", "plan_actors",
            "checkpoint_arg", "run_on_cluster"]
-
-#: Retries of a video whose actor died (``--max-retries``).
-DEFAULT_MAX_RETRIES = 2
 
 
 class ClusterError(UserError):
     """The Ray cluster could not run the work (unreachable, too small, actors that keep dying)."""
-
-
-def check_device_dtype(device: str | None, dtype: str | None) -> tuple[str, str]:
-    """``--device`` and ``--dtype`` checked on the driver, which may have no GPU (the actors
-    resolve them): normalised strings (:func:`pipelines.devices.parse_device` / ``parse_dtype``).
-
-    Raises:
-        UserError: unknown device or dtype.
-    """
-    try:
-        return parse_device(device), parse_dtype(dtype)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
 
 
 def checkpoint_arg(checkpoint: str | None) -> str | None:
@@ -76,11 +68,6 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
     Raises:
         ClusterError: the cluster cannot be reached.
     """
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    import ray
-
-    from vos.signals import Terminated, install_sigterm_handler, sigterm_received
-
     if ray.is_initialized():
         yield ray
         return
@@ -133,7 +120,7 @@ def plan_actors(ray, *, device: str | None, n_jobs: int, num_actors: int | None 
     Raises:
         UserError: a CUDA device without GPUs per actor; ClusterError: no node fits one actor.
     """
-    device, _ = check_device_dtype(device, None)
+    device, _ = check_device_dtype(device, None, resolve=False)
     total = ray.cluster_resources()
     total_gpus = float(total.get("GPU", 0.0))
     gpus = gpus_per_actor
@@ -164,11 +151,8 @@ def plan_actors(ray, *, device: str | None, n_jobs: int, num_actors: int | None 
 def actor_setup(ray, *, checkpoint: str | None, device: str | None, dtype: str | None, n_jobs: int,
                 num_actors: int | None = None, gpus_per_actor: float | None = None,
                 cpus_per_actor: float | None = None) -> tuple[Any, dict[str, Any], int]:
-    """The :class:`vos.worker.VideoWorker` actor class, its constructor arguments and the pool
-    size for :func:`vos.pool.run_jobs` (from :func:`plan_actors`)."""
-    from pipelines.actors import actor_class, threads_for_cpus
-    from vos.worker import VideoWorker
-
+    """The :class:`vos.batch.worker.VideoWorker` actor class, its constructor arguments and the pool
+    size for :func:`vos.batch.pool.run_jobs` (from :func:`plan_actors`)."""
     num, gpus, cpus, device = plan_actors(ray, device=device, n_jobs=n_jobs, num_actors=num_actors,
                                           gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor)
     kwargs = {"checkpoint": checkpoint_arg(checkpoint), "device": device, "dtype": dtype,
@@ -186,20 +170,15 @@ def run_on_cluster(args, opts: dict[str, Any]):
     Args:
         args: the parsed ``vos run`` command line (``video``, ``first_mask``, ``name``,
             ``address``, ``overlay``, ``mask_video``, ``allow_partial``; ``masks`` when given).
-        opts: :func:`vos.run.resolve_options` of it.
+        opts: :func:`vos.engine.video.resolve_options` of it.
 
     Returns:
-        :class:`vos.run.RunResult`.
+        :class:`vos.engine.video.RunResult`.
 
     Raises:
         UserError: bad input (the worker's one-line message), cluster problems (:class:`ClusterError`).
     """
-    from vos.jobs import check_name, default_name
-    from vos.first_mask import prompt_from_args
-    from vos.pool import run_jobs
-    from vos.run import RunResult, parse_mask_args
-
-    device, dtype = check_device_dtype(opts.get("device"), opts.get("dtype"))
+    device, dtype = check_device_dtype(opts.get("device"), opts.get("dtype"), resolve=False)
     video = Path(args.video).resolve()
     name = getattr(args, "name", None) or default_name(video)
     check_name(name, "--name")

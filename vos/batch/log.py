@@ -3,7 +3,7 @@
 The log is rewritten atomically (:func:`seggpt_model.files.atomic_write`) at the start and the
 end of a batch, and appended in between: one ``os.write`` of a whole line, then ``fsync``, so a
 driver killed at any moment leaves whole lines (at most a torn last one, skipped when read back).
-Its lines are :class:`vos.worker.VideoRecord` dicts (fields listed in ``docs/ray_cluster.md``).
+Its lines are :class:`vos.batch.worker.VideoRecord` dicts (fields listed in ``docs/ray_cluster.md``).
 """
 
 from __future__ import annotations
@@ -12,18 +12,13 @@ import datetime as _dt
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from seggpt_model.files import atomic_write
+from vos.datasets.job import BATCH_MANIFEST, Job
 from vos.errors import UserError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from vos.jobs import Job
-
 __all__ = ["BATCH_MANIFEST", "BatchLog", "read_batch_manifest", "output_complete", "now"]
-
-#: Name of the per-video result log written in the output root.
-BATCH_MANIFEST = "batch_manifest.jsonl"
 
 
 def now() -> str:

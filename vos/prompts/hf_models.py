@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipelines.devices import check_device_dtype
+from seggpt_model.errors import one_line
 from vos.errors import UserError
 
 #: How to get ``transformers``, quoted in the error raised when it is missing.
@@ -36,7 +38,7 @@ def require_transformers(what: str) -> Any:
         UserError: ``transformers`` is not installed.
     """
     try:
-        import transformers
+        import transformers  # optional dependency (the prompts extra): imported when needed
     except ImportError:
         raise UserError(f"{what} needs the transformers package: install the prompts extra: "
                         f"{PROMPTS_EXTRA}") from None
@@ -69,8 +71,6 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def _load_error(name: str, option: str, exc: BaseException, local: bool) -> ProposalModelError:
     """One line for a failed ``from_pretrained``, worded like the SegGPT checkpoint errors."""
-    from seggpt_model.errors import one_line
-
     kinds = {type(e).__name__ for e in _chain(exc)}
     if not local and kinds & {"LocalEntryNotFoundError", "OfflineModeIsEnabled"}:
         return ProposalModelError(
@@ -106,8 +106,6 @@ def load_pretrained(name_or_path: str | os.PathLike, *, model_type: str, model_c
         ProposalModelError: (one line) no such folder, not in the cache while offline, not on the
             hub, a checkpoint of another model type, or unreadable files.
     """
-    from pipelines.devices import check_device_dtype
-
     transformers = require_transformers(needed_by)
     try:
         dev, dt = check_device_dtype(device, dtype)

@@ -6,7 +6,7 @@ fill the rest of the ``context`` prompts, first in first out. All prompts are fe
 feature ensemble, so memory per video is bounded by ``context`` whatever the video's length.
 
 With one annotation (the first frame) this is exactly the paper's setting: ``[first frame,
-context - 1 most recent predictions]``. :class:`vos.predictor.VideoPredictor` adds annotations on
+context - 1 most recent predictions]``. :class:`vos.engine.predictor.VideoPredictor` adds annotations on
 any frame (each one pinned, the most recent ``max_pinned`` of them kept); :class:`VideoSession` is
 the first-frame-only form ``vos run --first-mask`` has always used.
 """

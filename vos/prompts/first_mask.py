@@ -4,12 +4,12 @@
 :class:`MaskPrompt` into the ``(H, W)`` uint8 label map that ``vos run --first-mask`` consumes
 (0 background, objects 1, 2, ...), plus an info dict for a manifest:
 
-* ``texts`` (``--text``): CLIPSeg (:mod:`vos.clipseg`), one object per text, ids 1, 2, ... in the
+* ``texts`` (``--text``): CLIPSeg (:mod:`vos.prompts.clipseg`), one object per text, ids 1, 2, ... in the
   order given; a pixel belongs to text k when k has the highest probability there and it exceeds
   ``threshold`` (default 0.4).
 * ``example_image`` + ``example_mask`` (``--example/--example-mask``): CLIPSeg's visual prompt;
   one object (the union of the example mask's objects).
-* ``classes`` (``--classes``): SegFormer (:mod:`vos.segformer`); each class name (from the
+* ``classes`` (``--classes``): SegFormer (:mod:`vos.prompts.segformer`); each class name (from the
   checkpoint's ``id2label``, case-insensitive) is one object, ids in the order given.
 * ``instances`` (``--instances``): each object is split into its connected components
   (8-connectivity, :func:`scipy.ndimage.label`); components under 0.1 % of the frame are
@@ -25,13 +25,17 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vos.clipseg import DEFAULT_THRESHOLD, labels_from_probabilities
-from vos.davis import MAX_OBJECTS
+from scipy import ndimage
+
 from vos.errors import MaskError, UserError
+from vos.labels import MAX_OBJECTS, FirstMask, read_first_mask, read_image
+from vos.prompts.clipseg import DEFAULT_THRESHOLD, ClipSeg, labels_from_probabilities
+from vos.prompts.segformer import Segformer
 
 #: ``--instances``: components smaller than this fraction of the frame are dropped.
 MIN_COMPONENT_FRACTION = 0.001
@@ -44,7 +48,7 @@ class MaskPrompt:
     Attributes:
         texts: CLIPSeg text prompts, one object each.
         example_image, example_mask: a file (or ``(h, w, 3)`` uint8 array) and its mask (a file
-            :func:`vos.davis.read_first_mask` reads, or an ``(h, w)`` array, non-zero = object).
+            :func:`vos.labels.read_first_mask` reads, or an ``(h, w)`` array, non-zero = object).
         classes: SegFormer class names, one object each.
         instances: split each object into connected components.
         threshold: CLIPSeg probability threshold in ``[0, 1)``; None means 0.4. Not used by
@@ -143,15 +147,11 @@ class FirstMaskProposer:
         return self._models[key]
 
     def clipseg(self, name: str | None = None):
-        """The :class:`vos.clipseg.ClipSeg` for ``name`` (default checkpoint when None), cached."""
-        from vos.clipseg import ClipSeg
-
+        """The :class:`vos.prompts.clipseg.ClipSeg` for ``name`` (default checkpoint when None), cached."""
         return self._model(ClipSeg, name)
 
     def segformer(self, name: str | None = None):
-        """The :class:`vos.segformer.Segformer` for ``name`` (default checkpoint when None), cached."""
-        from vos.segformer import Segformer
-
+        """The :class:`vos.prompts.segformer.Segformer` for ``name`` (default checkpoint when None), cached."""
         return self._model(Segformer, name)
 
     def propose(self, rgb: np.ndarray, prompt: MaskPrompt, *, where: str = "frame 0"
@@ -227,9 +227,6 @@ def _read_example(image: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
         UserError / MaskError: unreadable files, a mask whose size does not fit the image, or an
             empty mask.
     """
-    from vos.davis import read_first_mask
-    from vos.image import read_image
-
     rgb = read_image(image) if isinstance(image, (str, os.PathLike)) else np.asarray(image, dtype=np.uint8)
     if isinstance(mask, (str, os.PathLike)):
         obj = read_first_mask(mask, frame_size=(rgb.shape[1], rgb.shape[0])).labels != 0
@@ -265,8 +262,6 @@ def split_instances(labels: np.ndarray, sources: list[dict[str, Any]], *, where:
         MaskError: an object with no component of 0.1 % of the frame, or more than 254
             components in all.
     """
-    from scipy import ndimage
-
     h, w = labels.shape
     min_pixels = math.ceil(MIN_COMPONENT_FRACTION * h * w)
     out = np.zeros((h, w), dtype=np.uint8)
@@ -319,7 +314,7 @@ def propose_first_mask(rgb: np.ndarray, prompt: MaskPrompt, *,
     Raises:
         UserError: a bad prompt (:meth:`MaskPrompt.check`), an unknown class name (the closest
             valid names listed), ``transformers`` not installed (names the ``prompts`` extra), a
-            bad device/dtype; vos.hf_models.ProposalModelError: a model that is missing, offline
+            bad device/dtype; vos.prompts.hf_models.ProposalModelError: a model that is missing, offline
             without a cached copy, or not a CLIPSeg/SegFormer checkpoint; MaskError: an object
             whose mask comes out empty ("no pixel of frame 0 scored above 0.4 for 'black swan';
             lower --threshold or pass --first-mask"), an unreadable example, too many components.
@@ -329,17 +324,13 @@ def propose_first_mask(rgb: np.ndarray, prompt: MaskPrompt, *,
 
 
 def as_first_mask(labels: np.ndarray, path: str | os.PathLike | None = None):
-    """A proposed ``(H, W)`` uint8 label map as the :class:`vos.davis.FirstMask` that a mask file
+    """A proposed ``(H, W)`` uint8 label map as the :class:`vos.labels.FirstMask` that a mask file
     gives (``kind="proposed"``, no void), so proposed and drawn masks go the same way from here.
 
     Args:
         labels: from :func:`propose_first_mask`.
         path: the image the mask was proposed for, named in later messages (or None).
     """
-    from pathlib import Path
-
-    from vos.davis import FirstMask
-
     ids = tuple(int(i) for i in np.flatnonzero(np.bincount(labels.ravel(), minlength=1)) if i)
     return FirstMask(labels=labels, object_ids=ids, void=None, path=None if path is None else Path(path),
                      mode="L", kind="proposed", source_size=(labels.shape[1], labels.shape[0]))

@@ -44,6 +44,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
+from scipy.ndimage import maximum_filter1d
 
 __all__ = [
     "BOUND_TH",
@@ -77,7 +78,7 @@ def _get_cv2():
     global _cv2
     if _cv2 is None:
         try:
-            import cv2  # noqa: PLC0415
+            import cv2  # noqa: PLC0415 - optional: without OpenCV, scipy dilates (same numbers)
 
             _cv2 = cv2
         except ImportError:  # pragma: no cover - depends on the environment
@@ -195,8 +196,6 @@ def _dilate_disk_scipy(bmap: np.ndarray, radius: int) -> np.ndarray:
     """Exact disk dilation with scipy.ndimage: the disk is the union of its rows, so the dilation is
     the OR over row offsets ``dy`` of a horizontal running maximum of half-width
     ``floor(sqrt(r**2 - dy**2))``, shifted by ``dy``."""
-    from scipy.ndimage import maximum_filter1d  # noqa: PLC0415
-
     h = bmap.shape[0]
     src = bmap.view(np.uint8)
     out = np.zeros(bmap.shape, dtype=bool)

@@ -17,9 +17,10 @@ import difflib
 from typing import Any
 
 import numpy as np
+import torch
 
 from vos.errors import UserError
-from vos.hf_models import ProposalModel
+from vos.prompts.hf_models import ProposalModel
 
 #: Hub id of the default SegFormer checkpoint (MiT-B5, ADE20K-150, 640x640).
 DEFAULT_CLASS_MODEL = "nvidia/segformer-b5-finetuned-ade-640-640"
@@ -74,8 +75,6 @@ class Segformer(ProposalModel):
         Returns:
             ``(H, W)`` int64 class ids (keys of :attr:`class_names`).
         """
-        import torch
-
         inputs = self.processor(images=np.asarray(rgb), return_tensors="pt")
         with torch.inference_mode():
             outputs = self.model(pixel_values=inputs["pixel_values"].to(self.device, self.dtype))

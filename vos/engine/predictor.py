@@ -10,10 +10,10 @@ Rules (issue 14, ``vos run --mask K:FILE``):
   frame's output is its annotation for the objects it contains; other tracked objects keep their
   predicted pixels where the annotation is background (0), void pixels (255) stay void. A mask may
   hold new objects (tracked from that frame on) and known ones (a correction).
-* Prompt memory (:class:`vos.session.PromptMemory`): every annotated frame, with its output as
+* Prompt memory (:class:`vos.engine.session.PromptMemory`): every annotated frame, with its output as
   labels, is pinned (the most recent ``max_pinned`` when there are more); the most recent predicted
   frames fill the rest of ``context``, first in, first out. With a single annotation on frame 0 this
-  is :class:`vos.session.VideoSession` exactly.
+  is :class:`vos.engine.session.VideoSession` exactly.
 * Backward (:meth:`VideoPredictor.backward`): frames ``A-1, ..., 0`` are segmented in that order
   from annotation ``A`` alone, with the same memory rules: the result equals a forward run over the
   reversed frames ``A, A-1, ..., 0`` with ``A``'s mask as first mask. Objects first annotated after
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vos.session import DEFAULT_CONTEXT, DEFAULT_MAX_PINNED, ObjectIds, PromptMemory, segment_frame
+from vos.engine.session import DEFAULT_CONTEXT, DEFAULT_MAX_PINNED, ObjectIds, PromptMemory, segment_frame
 
 __all__ = ["Annotation", "VideoPredictor"]
 

@@ -1,16 +1,16 @@
-"""``vos batch``: segment many videos on a Ray cluster, one SegGPT model per actor.
+"""``run_batch``: segment many videos on a Ray cluster, one SegGPT model per actor (``vos batch``).
 
 Flow (``docs/architecture.md`` has the whole picture)::
 
-    SOURCE (DAVIS root | JSONL | CSV) -> vos.jobs: Job (name, video, prompt: absolute paths)
-      -> vos.pool: bounded queue of jobs, at most one video in flight per actor (ray.wait)
-      -> actors (vos.worker.VideoWorker, model loaded once): vos run's chain on one video,
+    SOURCE (DAVIS root | JSONL | CSV) -> vos.datasets.job: Job (name, video, prompt: absolute paths)
+      -> vos.batch.pool: bounded queue of jobs, at most one video in flight per actor (ray.wait)
+      -> actors (vos.batch.worker.VideoWorker, model loaded once): vos run's chain on one video,
          decode -> model -> PNGs written under DIR/.NAME.tmp-* and renamed to DIR/NAME
-      -> small records (vos.worker.VideoRecord) back to the driver
-      -> vos.batch_log: DIR/batch_manifest.jsonl (+ progress bar)
+      -> small records (vos.batch.worker.VideoRecord) back to the driver
+      -> vos.batch.log: DIR/batch_manifest.jsonl (+ progress bar)
 
 Only job dicts (paths) and result records cross the object store; frames stay inside the actor.
-The cluster (join or start, sizing) is :mod:`vos.cluster`, shared with ``vos run --address``.
+The cluster (join or start, sizing) is :mod:`vos.batch.cluster`, shared with ``vos run --address``.
 
 Faults:
 
@@ -34,32 +34,26 @@ from __future__ import annotations
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray
+from tqdm import tqdm
+
 from seggpt_model.config import DEFAULT_CHECKPOINT
 from seggpt_model.files import remove_stale_temps
-from vos.batch_log import BATCH_MANIFEST, BatchLog, now, output_complete, read_batch_manifest
-from vos.cluster import (DEFAULT_MAX_RETRIES, ClusterError, actor_setup, check_device_dtype,
-                         checkpoint_arg, ray_session, run_on_cluster)
-from vos.errors import UserError
-from vos.jobs import Job, discover_jobs, read_davis_root, read_job_manifest
-from vos.pool import run_jobs
-from vos.session import DEFAULT_CONTEXT
+from vos.batch.cluster import actor_setup, checkpoint_arg
+from vos.batch.log import BATCH_MANIFEST, BatchLog, now, output_complete, read_batch_manifest
+from vos.batch.pool import DEFAULT_MAX_RETRIES, run_jobs
+from vos.datasets.job import Job
+from vos.engine.session import DEFAULT_CONTEXT
+from vos.errors import UserError, check_device_dtype
 
 __all__ = [
-    "BATCH_MANIFEST", "DEFAULT_MAX_RETRIES", "Job", "BatchOptions", "BatchResult", "ClusterError",
-    "discover_jobs", "read_davis_root", "read_job_manifest", "read_batch_manifest", "output_complete",
-    "ray_session", "run_jobs", "run_batch", "main", "run_on_cluster",
+    "BatchOptions", "BatchResult", "check_options", "run_batch",
 ]
-
-#: ``vos batch`` options a ``--config`` file may set besides those of ``vos run``.
-BATCH_DEFAULTS: dict[str, Any] = {"num_actors": None, "gpus_per_actor": None, "cpus_per_actor": None,
-                                  "max_retries": DEFAULT_MAX_RETRIES}
-
 
 @dataclass
 class BatchOptions:
@@ -120,7 +114,7 @@ class BatchResult:
         return sum(r.get("frames") or 0 for r in self.records if r.get("status") == "ok")
 
 
-def _check_options(options: BatchOptions) -> None:
+def check_options(options: BatchOptions) -> None:
     """Raise :class:`UserError` for option values that no cluster could run."""
     if not isinstance(options.context, int) or options.context < 1:
         raise UserError(f"--context must be a positive integer, got {options.context!r}")
@@ -132,11 +126,11 @@ def _check_options(options: BatchOptions) -> None:
                         ("--cpus-per-actor", options.cpus_per_actor)):
         if value is not None and not value >= 0:
             raise UserError(f"{flag} must not be negative, got {value}")
-    check_device_dtype(options.device, options.dtype)
+    check_device_dtype(options.device, options.dtype, resolve=False)
 
 
 def _job_dict(job: Job, output: Path, options: BatchOptions) -> dict[str, Any]:
-    """The job dict a :class:`vos.worker.VideoWorker` runs (``masks`` keys as ints)."""
+    """The job dict a :class:`vos.batch.worker.VideoWorker` runs (``masks`` keys as ints)."""
     prompt = job.prompt()
     if job.masks is not None:
         prompt["masks"] = dict(job.masks)
@@ -159,15 +153,12 @@ def run_batch(jobs: list[Job], options: BatchOptions, *,
     Args:
         jobs: from :func:`discover_jobs` (distinct names).
         options: :class:`BatchOptions`.
-        on_submit: see :func:`vos.pool.run_jobs` (tests use it to kill an actor mid-video).
+        on_submit: see :func:`vos.batch.pool.run_jobs` (tests use it to kill an actor mid-video).
 
     Raises:
         UserError: unwritable output, bad device/dtype/checkpoint, a cluster too small for one actor.
     """
-    import ray
-    from tqdm import tqdm
-
-    _check_options(options)
+    check_options(options)
     t0 = time.perf_counter()
     output = Path(options.output).resolve()
     try:
@@ -242,65 +233,3 @@ def run_batch(jobs: list[Job], options: BatchOptions, *,
                        wall_s=time.perf_counter() - t0, actors=actors, frames_run=frames)
 
 
-def _run_eval(davis_root: str, output: Path, names: list[str], quiet: bool) -> None:
-    """``vos eval`` on the finished sequences; the report to stdout, all scores to
-    ``OUTPUT/eval_results.json``."""
-    from vos import evaluate
-
-    if not names:
-        print("vos batch: warning: no finished sequence to evaluate", file=sys.stderr)
-        return
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            result = evaluate.evaluate_davis(davis_root, output, sequences=names)
-        finally:
-            for w in caught:
-                print(f"vos batch: warning: {w.message}", file=sys.stderr)
-    print(evaluate.format_report(result))
-    path = output / "eval_results.json"
-    evaluate.write_json(result, path)
-    if not quiet:
-        print(f"\nJ&F scores written to {path}")
-
-
-def main(args) -> int:
-    """``vos batch`` entry point (see :func:`vos.cli.build_parser`).
-
-    Returns:
-        0 when every video finished, 1 when any failed (see ``batch_manifest.jsonl``).
-    """
-    from vos.run import resolve_options
-
-    opts = resolve_options(args, BATCH_DEFAULTS)
-    jobs, kind = discover_jobs(args.source)
-    if getattr(args, "eval", False) and kind != "davis":
-        raise UserError("--eval needs SOURCE to be a DAVIS root (ground truth in Annotations/480p)")
-    options = BatchOptions(
-        output=opts["output"], checkpoint=opts["checkpoint"], device=opts["device"],
-        dtype=opts["dtype"], context=opts["context"], per_object=bool(opts["per_object"]),
-        num_actors=opts["num_actors"], gpus_per_actor=opts["gpus_per_actor"],
-        cpus_per_actor=opts["cpus_per_actor"], max_retries=opts["max_retries"],
-        resume=bool(args.resume), quiet=bool(opts["quiet"]))
-    _check_options(options)
-    output = Path(options.output).resolve()
-    try:
-        with ray_session(args.address):
-            result = run_batch(jobs, options)
-    except KeyboardInterrupt:   # Ctrl-C or SIGTERM: the cluster is down now, so are its writers
-        for job in jobs:
-            remove_stale_temps(output, job.name, any_owner=True)
-        raise
-    for r in result.records:
-        if r.get("status") != "ok":
-            print(f"vos batch: failed: {r['name']}: {r.get('error')}", file=sys.stderr)
-    if not options.quiet:
-        wall = max(result.wall_s, 1e-9)
-        print(f"{len(result.records)} videos: {len(result.ok)} ok, {len(result.failed)} failed, "
-              f"{result.skipped} skipped (resume); ran {result.ran} videos, {result.frames_run} "
-              f"frames in {wall:.1f} s ({result.ran / wall:.2f} videos/s, "
-              f"{result.frames_run / wall:.2f} frames/s) -> {result.manifest_path}")
-    if getattr(args, "eval", False):
-        _run_eval(args.source, output, [r["name"] for r in result.records if r.get("status") == "ok"],
-                  options.quiet)
-    return 1 if result.failed else 0

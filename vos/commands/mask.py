@@ -2,8 +2,8 @@
 
 The frame is an image file, or frame N (default 0) of a video or frame folder decoded upright
 exactly as ``vos run`` sees it (:func:`pipelines.sources.open_source`, stopping at frame N). The
-mask is proposed by :func:`vos.first_mask.propose_first_mask` and written as a DAVIS palette PNG at
-the frame's size (:func:`vos.davis.write_label_png`), so a person can look at it, edit it in any
+mask is proposed by :func:`vos.prompts.first_mask.propose_first_mask` and written as a DAVIS palette PNG at
+the frame's size (:func:`vos.labels.write_label_png`), so a person can look at it, edit it in any
 paint tool and pass it to ``vos run --first-mask``. ``--overlay`` also writes the frame with the
 coloured mask. Bad input is one line and exit 2 with nothing written; each file is written
 atomically, and the overlay is removed again if the mask cannot be written.
@@ -15,8 +15,16 @@ import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
-from vos.errors import UserError
+from pipelines.errors import OutputError
+from pipelines.sources import open_source
+from pipelines.writers import overlay_masks
+from seggpt_model.errors import one_line
+from seggpt_model.files import atomic_write
+from vos.errors import UserError, check_device_dtype
+from vos.labels import davis_palette, read_image, write_label_png
+from vos.prompts.first_mask import describe_objects, prompt_from_args, propose_first_mask
 
 
 def read_frame(path: str | os.PathLike, index: int = 0) -> tuple[np.ndarray, str]:
@@ -33,11 +41,6 @@ def read_frame(path: str | os.PathLike, index: int = 0) -> tuple[np.ndarray, str
             past the last frame; pipelines.errors.VideoDecodeError: a path that is neither an
             image nor a video, or a corrupt video.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    from pipelines.sources import open_source
-    from vos.image import read_image
-
     p = Path(path)
     if index < 0:
         raise UserError(f"--frame must be 0 or more, got {index}")
@@ -75,14 +78,6 @@ def write_outputs(labels: np.ndarray, rgb: np.ndarray, output: Path, overlay: Pa
     Raises:
         pipelines.errors.OutputError: a file cannot be written.
     """
-    from PIL import Image
-
-    from pipelines.errors import OutputError
-    from pipelines.writers import overlay_masks
-    from seggpt_model.errors import one_line
-    from seggpt_model.files import atomic_write
-    from vos.davis import davis_palette, write_label_png
-
     written: list[Path] = []
     target = output
     try:
@@ -103,18 +98,11 @@ def write_outputs(labels: np.ndarray, rgb: np.ndarray, output: Path, overlay: Pa
 
 def main(args) -> int:
     """``vos mask`` entry point (see :func:`vos.cli.build_parser`)."""
-    from pipelines.devices import parse_device, parse_dtype
-    from vos.first_mask import describe_objects, prompt_from_args, propose_first_mask
-
     prompt = prompt_from_args(args)
     if prompt is None:
         raise UserError("give one of --text, --example/--example-mask or --classes")
     prompt.check()
-    try:
-        parse_device(args.device)
-        parse_dtype(args.dtype)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    check_device_dtype(args.device, args.dtype, resolve=False)
     output = Path(args.output)
     overlay = Path(args.overlay) if args.overlay else None
     _check_output(output, "--output")

@@ -1,11 +1,14 @@
-"""``vos run``: stream one video through SegGPT and write DAVIS-format masks.
+"""The per-video run: stream one video through SegGPT and write DAVIS-format masks.
+
+:func:`run_video` is what ``vos run``, the batch worker (:mod:`vos.batch.worker`) and the web app
+call; :func:`annotation_paths` and :func:`parse_mask_args` check the masks given to it.
 
 Data flow::
 
     FrameSource (reader thread) -> [read-ahead queue] -> VideoPredictor + SegGptStage (this thread)
         -> [write-behind queue] -> writers (writer thread): palette PNGs, mask video, overlay
 
-Masks may be given on any frames (``--mask K:FILE``, :mod:`vos.predictor`). When the earliest one
+Masks may be given on any frames (``--mask K:FILE``, :mod:`vos.engine.predictor`). When the earliest one
 is on frame ``A > 0``, frames ``0..A-1`` are decoded to a spill folder (one ``.npy`` per frame,
 inside the run's temporary folder, so memory stays flat), segmented backward from ``A`` when frame
 ``A`` arrives, and written in order ``0..A-1`` from the spill before the forward stream goes on.
@@ -25,22 +28,22 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+import numpy as np
+from tqdm import tqdm
+
+from pipelines.errors import OutputError, VideoDecodeError
+from pipelines.model_stage import load_stage
+from pipelines.runner import PipelineStats, run_pipeline
+from pipelines.sources import Frame, FrameFolderSource, open_source
+from pipelines.writers import MaskVideoWriter, OverlayVideoWriter, PalettePngWriter
 from seggpt_model.config import DEFAULT_CHECKPOINT
-from vos.errors import UserError
-from vos.session import DEFAULT_CONTEXT, DEFAULT_MAX_PINNED
-
-DEFAULTS: dict[str, Any] = {
-    "checkpoint": None,          # None -> seggpt_model.DEFAULT_CHECKPOINT
-    "device": "auto",
-    "dtype": "auto",
-    "context": DEFAULT_CONTEXT,
-    "max_pinned": DEFAULT_MAX_PINNED,
-    "per_object": False,
-    "output": "results",
-    "quiet": False,
-}
+from seggpt_model.files import make_temp_dir, publish_dir, remove_stale_temps
+from vos.engine.predictor import VideoPredictor
+from vos.engine.session import DEFAULT_CONTEXT, DEFAULT_MAX_PINNED
+from vos.errors import UserError, check_device_dtype, check_positive
+from vos.labels import davis_palette, read_first_mask
+from vos.prompts.first_mask import as_first_mask, propose_first_mask
 
 
 @dataclass
@@ -60,90 +63,6 @@ class RunResult:
     model_fps: float | None
     end_to_end_fps: float | None
     manifest: dict = field(repr=False, default_factory=dict)
-
-
-def load_config_file(path: str | os.PathLike | None, known=None) -> dict[str, Any]:
-    """Read a ``--config`` JSON file of option defaults (keys as the long option names, ``-`` or ``_``).
-
-    Args:
-        path: the file, or None (no file: empty dict).
-        known: accepted keys (default: those of ``vos run``, :data:`DEFAULTS`).
-
-    Raises:
-        UserError: unreadable file, not a JSON object, or unknown keys.
-    """
-    if path is None:
-        return {}
-    known = set(DEFAULTS if known is None else known)
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except OSError as exc:
-        raise UserError(f"{p}: cannot read config file ({exc.strerror or exc})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{p}: config file is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{p}: config file must hold a JSON object")
-    data = {k.replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise UserError(f"{p}: unknown config keys {unknown} (known: {sorted(known)})")
-    return data
-
-
-def merge_options(args, defaults: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` < ``config`` (from :func:`load_config_file`) < flags given on the command line.
-
-    Only keys of ``defaults`` are taken from ``config`` and ``args``; a flag counts as given when it
-    is neither None nor False.
-    """
-    opts = dict(defaults)
-    opts.update({k: v for k, v in config.items() if k in defaults})
-    for key in defaults:
-        value = getattr(args, key, None)
-        if value is not None and value is not False:
-            opts[key] = value
-    return opts
-
-
-def resolve_options(args, extra_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``vos run`` options: defaults < ``--config`` file < command-line flags.
-
-    Args:
-        args: parsed command line.
-        extra_defaults: further options of another command (``vos batch``) accepted in the
-            config file and merged the same way.
-
-    Raises:
-        UserError: bad config file, or a ``context`` or ``max_pinned`` that is not a positive
-            integer.
-    """
-    defaults = {**DEFAULTS, **(extra_defaults or {})}
-    opts = merge_options(args, defaults, load_config_file(getattr(args, "config", None), known=defaults))
-    for key in ("context", "max_pinned"):
-        _check_positive(key, opts[key])
-    return opts
-
-
-def _check_positive(key: str, value: Any) -> None:
-    """UserError unless ``value`` (option ``--KEY``) is an integer >= 1."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UserError(f"--{key.replace('_', '-')} must be a positive integer, got {value!r}")
-
-
-def check_device_dtype(device: str | None, dtype: str | None) -> None:
-    """Resolve ``--device`` and ``--dtype`` (:func:`pipelines.devices.check_device_dtype`) without
-    loading anything.
-
-    Raises:
-        UserError: unknown device or dtype, or a CUDA device that is not available.
-    """
-    from pipelines.devices import check_device_dtype as check
-
-    try:
-        check(device, dtype)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
 
 
 def parse_mask_args(values: list[str] | None) -> dict[int, str]:
@@ -208,18 +127,15 @@ def _outside(path: Path, k: int, frames: int) -> UserError:
 
 
 def _propose_frame0(source, video, prompt, proposer, device, dtype):
-    """Frame 0's mask proposed from a word prompt, as a :class:`vos.davis.FirstMask`, and the
+    """Frame 0's mask proposed from a word prompt, as a :class:`vos.labels.FirstMask`, and the
     proposal's info for the manifest.
 
     Frame 0 is decoded by a separate iteration of ``source`` (a video is re-opened for the run).
 
     Raises:
         pipelines.errors.VideoDecodeError: no frame to decode; the errors of
-            :func:`vos.first_mask.propose_first_mask`.
+            :func:`vos.prompts.first_mask.propose_first_mask`.
     """
-    from pipelines.errors import VideoDecodeError
-    from vos.first_mask import as_first_mask, propose_first_mask
-
     frames = iter(source)
     try:
         frame = next(frames, None)
@@ -245,10 +161,10 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
 
     Args:
         video: video file or folder of frames.
-        first_mask: frame 0's annotation (see :func:`vos.davis.read_first_mask`); same as
+        first_mask: frame 0's annotation (see :func:`vos.labels.read_first_mask`); same as
             ``masks={0: first_mask}``.
         masks: ``{K: path}``: the annotation of frame ``K`` (0-based, decoding order), read like
-            ``first_mask``; the rules are those of :mod:`vos.predictor` (new objects tracked from
+            ``first_mask``; the rules are those of :mod:`vos.engine.predictor` (new objects tracked from
             ``K`` on, corrections, backward propagation before the earliest annotation).
         max_pinned: annotated frames kept as prompts (the most recent ones).
         output, name: results go to ``output/name`` (name defaults to the video's stem/folder).
@@ -259,11 +175,11 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
         allow_partial: keep frames decoded before a corrupt part instead of failing.
         quiet: no progress bar.
         stage: an already loaded :class:`pipelines.model_stage.SegGptStage` (Ray actors reuse one).
-        prompt: a :class:`vos.first_mask.MaskPrompt` (texts, an example or class names): frame 0's
-            mask is proposed from it (:func:`vos.first_mask.propose_first_mask`) and the run then
+        prompt: a :class:`vos.prompts.first_mask.MaskPrompt` (texts, an example or class names): frame 0's
+            mask is proposed from it (:func:`vos.prompts.first_mask.propose_first_mask`) and the run then
             goes exactly as with ``first_mask`` that mask; the manifest's ``prompt`` records the
             prompt, the model, the threshold and each object's pixel count.
-        proposer: a :class:`vos.first_mask.FirstMaskProposer` with its models loaded (reused across
+        proposer: a :class:`vos.prompts.first_mask.FirstMaskProposer` with its models loaded (reused across
             videos); None loads them on ``device``/``dtype`` when ``prompt`` is given.
 
     Returns:
@@ -277,22 +193,11 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
             bad input, output or checkpoint. In every case (and on Ctrl-C / SIGTERM) no
             finished-looking output is left behind.
     """
-    import numpy as np
-    from tqdm import tqdm
-
-    from pipelines.errors import OutputError
-    from pipelines.runner import PipelineStats, run_pipeline
-    from pipelines.sources import Frame, FrameFolderSource, open_source
-    from pipelines.writers import MaskVideoWriter, OverlayVideoWriter, PalettePngWriter
-    from seggpt_model.files import make_temp_dir, publish_dir, remove_stale_temps
-    from vos.davis import davis_palette, read_first_mask
-    from vos.predictor import VideoPredictor
-
     if prompt is not None:
         prompt.check()
     paths = annotation_paths(first_mask, masks, frame0_prompt=prompt is not None)
-    _check_positive("context", context)
-    _check_positive("max_pinned", max_pinned)
+    check_positive("context", context)
+    check_positive("max_pinned", max_pinned)
     if stage is None:  # check device and dtype before touching inputs or weights
         check_device_dtype(device, dtype)
     t_start = time.perf_counter()
@@ -328,8 +233,6 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                 writers.append(OverlayVideoWriter(overlay, source.width, source.height, fps, palette))
             t_load = time.perf_counter()
             if stage is None:
-                from pipelines.model_stage import load_stage
-
                 if not quiet:
                     print(f"loading SegGPT checkpoint {checkpoint or DEFAULT_CHECKPOINT}",
                           file=sys.stderr, flush=True)
@@ -433,33 +336,3 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                      end_to_end_fps=stats.end_to_end_fps, manifest=manifest)
 
 
-def main(args) -> int:
-    """``vos run`` entry point (see :func:`vos.cli.build_parser`)."""
-    from vos.first_mask import prompt_from_args
-
-    opts = resolve_options(args)
-    masks = parse_mask_args(getattr(args, "masks", None))
-    prompt = prompt_from_args(args)
-    if prompt is not None:
-        prompt.check()
-    annotation_paths(getattr(args, "first_mask", None), masks,      # one-line errors before any work
-                     frame0_prompt=prompt is not None)
-    if getattr(args, "address", None):
-        from vos.cluster import run_on_cluster
-
-        args.masks = masks
-        result = run_on_cluster(args, opts)
-    else:
-        result = run_video(args.video, args.first_mask, masks=masks, max_pinned=opts["max_pinned"],
-                           output=opts["output"], name=args.name, checkpoint=opts["checkpoint"],
-                           device=opts["device"], dtype=opts["dtype"], context=opts["context"],
-                           per_object=opts["per_object"], overlay=args.overlay,
-                           mask_video=args.mask_video, allow_partial=args.allow_partial,
-                           quiet=opts["quiet"], prompt=prompt)
-    if not opts["quiet"]:
-        def fps(v):
-            return f"{v:.2f}" if v else "n/a"
-
-        print(f"{result.frames} frames, model {fps(result.model_fps)} fps, end-to-end "
-              f"{fps(result.end_to_end_fps)} fps -> {result.output_dir}")
-    return 0

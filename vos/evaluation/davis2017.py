@@ -1,8 +1,9 @@
-"""``vos eval``: DAVIS J&F evaluation (semi-supervised task), identical to the official evaluator.
+"""The DAVIS 2017 protocol (``vos eval``): J&F of the semi-supervised task, identical to the
+official evaluator.
 
 Reads only the ground truth of ``ROOT/Annotations/480p/<sequence>/*.png`` (no JPEGImages) and one
 folder of PNG label maps per sequence under the results folder, scores them with the official DAVIS
-2017 semi-supervised protocol (:mod:`vos.metrics`: J region similarity, F contour accuracy, first and
+2017 semi-supervised protocol (:mod:`vos.evaluation.metrics`: J region similarity, F contour accuracy, first and
 last frames not scored, statistics averaged over objects) and reports the official global table, the
 per-object table and a per-sequence mean, optionally as JSON and as the official CSV files.
 
@@ -20,7 +21,7 @@ Differences from ``davis2017-evaluation`` that change no number:
 
 Library use::
 
-    from vos.evaluate import evaluate_davis
+    from vos.evaluation.davis2017 import evaluate_davis
     res = evaluate_davis("DAVIS", "results/my_method", subset="val")
     res["global"]["J&F-Mean"], res["per_object"]["bike-packing_1"]["J-Mean"]
 """
@@ -31,10 +32,10 @@ import csv
 import io
 import json
 import math
+import multiprocessing as mp
 import os
 import sys
 import threading
-import time
 import warnings
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from PIL import Image, UnidentifiedImageError
 
 from seggpt_model.errors import one_line
 from seggpt_model.files import atomic_write
-from vos import metrics
+from vos.evaluation import metrics
 from vos.errors import EvalError
 
 __all__ = [
@@ -56,7 +57,6 @@ __all__ = [
     "format_report",
     "write_json",
     "write_csvs",
-    "main",
 ]
 
 #: Columns of the official global table / ``global_results-<set>.csv``, in order.
@@ -237,12 +237,9 @@ def _plan(davis_root: Path, results_dir: Path, names: list[str], subset: str) ->
 
 
 def _worker_init() -> None:
-    try:
-        import cv2  # noqa: PLC0415
-
+    cv2 = metrics._get_cv2()
+    if cv2:
         cv2.setNumThreads(1)  # one process per core already
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def _eval_chunk(seq: _Sequence, start: int, stop: int):
@@ -281,8 +278,6 @@ def _mp_context():
     """``fork`` where it is safe and cheapest (Linux, no other thread, no torch/ray loaded, so no
     lock can be inherited held); otherwise ``forkserver`` on Linux and the platform default
     elsewhere."""
-    import multiprocessing as mp  # noqa: PLC0415
-
     methods = mp.get_all_start_methods()
     if sys.platform.startswith("linux") and "fork" in methods:
         if threading.active_count() == 1 and not any(m in sys.modules for m in ("torch", "ray")):
@@ -535,37 +530,3 @@ def write_csvs(result: dict, csv_dir: str | os.PathLike, subset: str = "val") ->
     return g_path, s_path
 
 
-def main(args) -> int:
-    """Run ``vos eval`` from parsed arguments (see ``vos.cli``); returns the exit code.
-
-    Raises:
-        EvalError: bad input (the CLI prints it as one line and exits with 2).
-    """
-    t0 = time.perf_counter()
-    if args.json:
-        parent = Path(args.json).resolve().parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise EvalError(f"cannot create {parent}: {one_line(exc)}") from None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", EvalWarning)
-        try:
-            result = evaluate_davis(args.davis_root, args.results, subset=args.subset,
-                                    year=args.year, sequences=args.sequences, workers=args.workers)
-        finally:
-            for w in caught:
-                if issubclass(w.category, EvalWarning):
-                    print(f"vos eval: warning: {w.message}", file=sys.stderr)
-                else:  # not ours: show it as Python would
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    print(format_report(result, args.subset))
-    if args.json:
-        write_json(result, args.json)
-        print(f"\nJSON written to {args.json}")
-    if args.csv_dir:
-        g_path, s_path = write_csvs(result, args.csv_dir, args.subset)
-        print(f"CSV written to {g_path} and {s_path}")
-    print(f"\nEvaluated {result['n_objects']} object(s) over {result['n_frames']} frame(s) in "
-          f"{time.perf_counter() - t0:.2f} s")
-    return 0

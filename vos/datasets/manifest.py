@@ -1,11 +1,6 @@
-"""``vos batch`` jobs: what to segment, read from a DAVIS root or a JSONL / CSV manifest.
-
-A :class:`Job` names one video, its output folder name and its prompt (absolute paths). Prompts:
-``first_mask`` (the first frame's annotation), ``masks`` (annotations of any frames, frame index
--> file; JSONL only), ``text`` (object descriptions) or ``classes`` (class names). A job needs
-exactly one prompt kind; ``first_mask`` and ``masks`` may be combined (``first_mask`` is frame 0's
-mask, so ``masks`` must then not give frame 0). See ``docs/ray_cluster.md`` for the formats and
-``docs/architecture.md`` for where this module sits.
+"""Job manifests: JSONL (one JSON object per line) or CSV (columns ``video``, ``first_mask``,
+optional ``name``) listing videos and their prompts; relative paths are relative to the manifest.
+See ``docs/ray_cluster.md`` for the fields.
 """
 
 from __future__ import annotations
@@ -13,123 +8,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vos.batch_log import BATCH_MANIFEST
+from vos.datasets.job import Job, check_name, check_unique, default_name
 from vos.errors import UserError
 
-__all__ = ["Job", "default_name", "check_name", "read_davis_root", "read_job_manifest", "discover_jobs"]
-
-
-@dataclass(frozen=True)
-class Job:
-    """One video to segment: results go to ``OUTPUT/name``.
-
-    Attributes:
-        name: output folder name (unique within a batch).
-        video: absolute path of the video file or frame folder.
-        first_mask: absolute path of the first frame's annotation, or None.
-        where: where the job was defined (``file:line``), for messages.
-        masks: {frame index (0-based, decoding order): absolute annotation path}, or None.
-        text: object descriptions (non-empty strings), or None.
-        classes: class names (non-empty strings), or None.
-    """
-
-    name: str
-    video: str
-    first_mask: str | None
-    where: str = ""
-    masks: dict[int, str] | None = None
-    text: tuple[str, ...] | None = None
-    classes: tuple[str, ...] | None = None
-
-    def prompt(self) -> dict[str, Any]:
-        """The prompt fields that are set, as JSON-ready values (``masks`` keys as strings, lists):
-        what the worker passes to ``run_video`` and what ``--resume`` compares."""
-        out: dict[str, Any] = {}
-        if self.first_mask is not None:
-            out["first_mask"] = self.first_mask
-        if self.masks is not None:
-            out["masks"] = {str(k): v for k, v in sorted(self.masks.items())}
-        if self.text is not None:
-            out["text"] = list(self.text)
-        if self.classes is not None:
-            out["classes"] = list(self.classes)
-        return out
-
-
-def default_name(video: Path) -> str:
-    """The output name ``vos run`` would use: a folder's name or a file's stem."""
-    return video.resolve().name if video.is_dir() else video.stem
-
-
-def check_name(name: str, where: str) -> str:
-    """``name`` when it can be an output folder name (no path separators, no leading dot).
-
-    Raises:
-        UserError: ``"{where}: ..."``.
-    """
-    if not isinstance(name, str) or not name.strip():
-        raise UserError(f"{where}: empty name")
-    bad = [c for c in ("/", "\\", "\0", "\n", "\r") if c in name]
-    if bad or name in (".", "..") or name.startswith(".") or name == BATCH_MANIFEST:
-        raise UserError(f"{where}: {name!r} cannot be an output folder name (no path separators, "
-                        f"no leading dot)")
-    return name
-
-
-def _check_unique(jobs: list[Job]) -> list[Job]:
-    seen: dict[str, Job] = {}
-    for job in jobs:
-        if job.name in seen:
-            raise UserError(f"{job.where}: output name {job.name!r} is already used by "
-                            f"{seen[job.name].where}; give distinct names (the name column)")
-        seen[job.name] = job
-    return jobs
-
-
-def read_davis_root(root: str | os.PathLike, subset: str = "val", year: str = "2017") -> list[Job]:
-    """Jobs of a DAVIS-layout root, one per sequence.
-
-    Sequences come from ``ImageSets/<year>/<subset>.txt`` when it exists, else from every folder of
-    ``Annotations/480p`` (sorted). Each sequence's video is ``JPEGImages/480p/<seq>`` and its prompt
-    the first (by name) PNG of ``Annotations/480p/<seq>``. A sequence whose frames or annotation
-    are missing still gives a job: it fails on its own, naming the missing path.
-
-    Raises:
-        UserError: no ``Annotations/480p`` folder, or an empty or unreadable sequence list.
-    """
-    from pipelines.sources import natural_sort_key
-
-    root = Path(root).resolve()
-    ann = root / "Annotations" / "480p"
-    if not ann.is_dir():
-        raise UserError(f"{root}: not a DAVIS root (no Annotations/480p folder)")
-    list_file = root / "ImageSets" / str(year) / f"{subset}.txt"
-    if list_file.is_file():
-        try:
-            names = [ln.strip() for ln in list_file.read_text().splitlines() if ln.strip()]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"{list_file}: cannot read the sequence list ({exc})") from None
-        if not names:
-            raise UserError(f"{list_file}: lists no sequence")
-        where = str(list_file)
-    else:
-        names = sorted(p.name for p in ann.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not names:
-            raise UserError(f"{ann}: no sequence folders")
-        where = str(ann)
-    jobs = []
-    for i, name in enumerate(dict.fromkeys(names)):
-        loc = f"{where}:{i + 1}" if list_file.is_file() else f"{ann / name}"
-        check_name(name, loc)
-        pngs = sorted((p.name for p in (ann / name).glob("*.png") if not p.name.startswith(".")),
-                      key=natural_sort_key) if (ann / name).is_dir() else []
-        mask = ann / name / (pngs[0] if pngs else "00000.png")
-        jobs.append(Job(name, str(root / "JPEGImages" / "480p" / name), str(mask), loc))
-    return jobs
+__all__ = ["read_job_manifest"]
 
 
 def _blank(value: Any) -> bool:
@@ -256,21 +141,6 @@ def read_job_manifest(path: str | os.PathLike) -> list[Job]:
             jobs.append(_job_from_fields(obj, base, f"{p}:{lineno}"))
     if not jobs:
         raise UserError(f"{p}: manifest lists no video")
-    return _check_unique(jobs)
+    return check_unique(jobs)
 
 
-def discover_jobs(source: str | os.PathLike) -> tuple[list[Job], str]:
-    """Jobs of SOURCE and its kind: ``"davis"`` (a DAVIS root) or ``"manifest"`` (JSONL / CSV).
-
-    Raises:
-        UserError: missing SOURCE, a folder that is not a DAVIS root, or a bad manifest.
-    """
-    p = Path(source)
-    if not p.exists():
-        raise UserError(f"{p}: no such file or directory")
-    if p.is_dir():
-        if not (p / "Annotations" / "480p").is_dir():
-            raise UserError(f"{p}: not a DAVIS root (no Annotations/480p folder); give a DAVIS root "
-                            f"or a .jsonl / .csv manifest")
-        return _check_unique(read_davis_root(p)), "davis"
-    return read_job_manifest(p), "manifest"

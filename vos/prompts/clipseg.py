@@ -6,7 +6,7 @@ prompt, where the prompt is a text or a *visual prompt* (an example image with i
 highlighted). The model is ``transformers``' ``CLIPSegForImageSegmentation`` with its
 ``CLIPSegProcessor`` (default checkpoint :data:`DEFAULT_TEXT_MODEL`).
 
-Rules (also used by :mod:`vos.first_mask`):
+Rules (also used by :mod:`vos.prompts.first_mask`):
 
 * probabilities are ``sigmoid(logits)`` computed in float32 and resized bilinearly
   (``align_corners=False``) from ``352 x 352`` to the frame size;
@@ -20,8 +20,11 @@ This module works on single RGB frames and knows nothing about video.
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter
 
-from vos.hf_models import ProposalModel
+from vos.prompts.hf_models import ProposalModel
 
 #: Hub id of the default CLIPSeg checkpoint (ViT-B/16 CLIP, decoder reduce_dim 64, refined).
 DEFAULT_TEXT_MODEL = "CIDAS/clipseg-rd64-refined"
@@ -48,8 +51,6 @@ def resize_probabilities(probs, height: int, width: int):
     Returns:
         ``(K, height, width)`` float32 tensor on the same device.
     """
-    import torch.nn.functional as F
-
     return F.interpolate(probs.float()[:, None], size=(int(height), int(width)), mode="bilinear",
                          align_corners=False)[:, 0]
 
@@ -88,8 +89,6 @@ def visual_prompt(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: shapes that do not match, or an empty mask.
     """
-    from PIL import Image, ImageFilter
-
     rgb = np.asarray(rgb)
     mask = np.asarray(mask) != 0
     if rgb.ndim != 3 or rgb.shape[2] != 3 or mask.shape != rgb.shape[:2]:
@@ -128,8 +127,6 @@ class ClipSeg(ProposalModel):
         return pixels.to(self.device, self.dtype)
 
     def _probabilities(self, rgb: np.ndarray, n: int, **prompt) -> np.ndarray:
-        import torch
-
         pixel_values = self._pixel_values(rgb).expand(n, -1, -1, -1)
         with torch.inference_mode():
             logits = self.model(pixel_values=pixel_values, **prompt).logits

@@ -46,20 +46,24 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import ray
+import ray.exceptions as E
+from ray.exceptions import RayTaskError
+
 from seggpt_model.errors import one_line
-from vos.cluster import DEFAULT_MAX_RETRIES
+from vos.batch.worker import failed_record
 from vos.errors import UserError
-from vos.worker import failed_record
 
 __all__ = ["run_jobs", "lost_errors"]
 
 _POLL_S = 1.0
 
+#: Retries of a video whose actor died (``--max-retries``).
+DEFAULT_MAX_RETRIES = 2
+
 
 def lost_errors() -> tuple[type[BaseException], ...]:
     """Ray errors meaning the worker (not the video) failed: retry the video elsewhere."""
-    import ray.exceptions as E
-
     names = ("RayActorError", "WorkerCrashedError", "NodeDiedError", "ObjectLostError",
              "OutOfMemoryError", "RaySystemError", "LocalRayletDiedError", "ActorUnschedulableError",
              "TaskUnschedulableError")
@@ -81,8 +85,6 @@ class _Pool:
 
     def __init__(self, jobs, *, actor_cls, actor_kwargs, num_actors, max_retries, on_record,
                  on_submit, on_actor, cleanup, start_timeout_s) -> None:
-        import ray
-
         self.ray = ray
         self.jobs, self.actor_cls, self.actor_kwargs = jobs, actor_cls, actor_kwargs
         self.num_actors, self.max_retries, self.start_timeout_s = num_actors, max_retries, start_timeout_s
@@ -196,8 +198,6 @@ class _Pool:
         self.idle.append(actor)
 
     def run(self) -> list[dict]:
-        from ray.exceptions import RayTaskError
-
         lost = lost_errors()
         try:
             for _ in range(max(1, min(self.num_actors, len(self.jobs)))):
@@ -243,8 +243,8 @@ def run_jobs(jobs: list[dict], *, actor_cls, actor_kwargs: dict[str, Any], num_a
     is killed.
 
     Args:
-        jobs: job dicts for :meth:`vos.worker.VideoWorker.process`.
-        actor_cls: a Ray actor class of :class:`~vos.worker.VideoWorker`
+        jobs: job dicts for :meth:`vos.batch.worker.VideoWorker.process`.
+        actor_cls: a Ray actor class of :class:`~vos.batch.worker.VideoWorker`
             (:func:`pipelines.actors.actor_class`).
         num_actors: pool size (at most ``len(jobs)`` are started).
         max_retries: times a job is given again after its actor died while running it.
@@ -257,7 +257,7 @@ def run_jobs(jobs: list[dict], *, actor_cls, actor_kwargs: dict[str, Any], num_a
 
     Returns:
         One record per job (job order), each with ``attempts`` and ``task_s`` (submission to
-        result, seconds) set; a lost video's is :func:`vos.worker.failed_record` with
+        result, seconds) set; a lost video's is :func:`vos.batch.worker.failed_record` with
         ``error_type="WorkerLost"``.
 
     Raises:

@@ -1,11 +1,11 @@
-"""``vos image``: in-context segmentation of images from prompt image/mask pairs.
+"""In-context segmentation of images from prompt image/mask pairs (the engine of ``vos image``).
 
 One prompt pair is SegGPT's one-shot segmentation; several pairs are combined by feature ensemble
 (few-shot, Painter semantics, see :mod:`seggpt_model.model`). The model stage of ``vos run``
 (:class:`pipelines.model_stage.SegGptStage`) does the work, so images and video frames go through
 the same preprocessing, model call and palette decoding.
 
-Prompt masks are read with :func:`vos.davis.read_first_mask` (palette PNG, grayscale ids or 0/255,
+Prompt masks are read with :func:`vos.labels.read_first_mask` (palette PNG, grayscale ids or 0/255,
 RGB colour masks such as SegGPT's white-on-black targets) at the size of their prompt image. Labels:
 
 * without ``--num-labels`` (objects): the objects of all prompt masks are numbered together
@@ -28,26 +28,22 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
+from pipelines.errors import OutputError
+from pipelines.model_stage import load_stage
+from pipelines.writers import overlay_masks
 from seggpt_model.errors import one_line
-from vos.errors import MaskError, UserError
-
-DEFAULTS: dict[str, Any] = {
-    "checkpoint": None,          # None -> seggpt_model.DEFAULT_CHECKPOINT
-    "device": "auto",
-    "dtype": "auto",
-    "context": None,             # None -> every prompt pair given
-    "num_labels": None,          # None -> objects of the prompt masks
-    "output": "results",
-    "quiet": False,
-}
+from seggpt_model.files import atomic_write
+from vos.errors import MaskError, UserError, check_device_dtype
+from vos.labels import MAX_OBJECTS, davis_palette, read_first_mask, read_image, write_label_png
+from vos.prompts.first_mask import FirstMaskProposer, as_first_mask
 
 #: Object/class ids must fit a DAVIS label PNG next to background 0 and void 255.
-MAX_LABELS = 254
-
+MAX_LABELS = MAX_OBJECTS
 
 @dataclass
 class ImageResult:
@@ -68,64 +64,8 @@ class ImageResult:
     model_s: float = 0.0
 
 
-def load_config_file(path: str | os.PathLike | None) -> dict[str, Any]:
-    """Read a ``--config`` JSON file of option defaults (the ``vos run`` format).
-
-    Keys are long option names (``-`` or ``_``); ``vos run`` keys that do not apply to images
-    (``per_object``) are accepted and ignored, so one file can serve both commands.
-
-    Raises:
-        UserError: unreadable file, not a JSON object, or unknown keys.
-    """
-    from vos.run import DEFAULTS as RUN_DEFAULTS
-    from vos.run import load_config_file as load_run_config
-
-    data = load_run_config(path, known=set(DEFAULTS) | set(RUN_DEFAULTS))
-    return {k: v for k, v in data.items() if k in DEFAULTS}
-
-
-def resolve_options(args) -> dict[str, Any]:
-    """Merge defaults < ``--config`` file < command-line flags, and check them.
-
-    Raises:
-        UserError: ``context`` or ``num_labels`` that is not a positive integer (``num_labels`` at
-            most 254).
-    """
-    from vos.run import merge_options
-
-    opts = merge_options(args, DEFAULTS, load_config_file(getattr(args, "config", None)))
-    if opts["context"] is not None and (not isinstance(opts["context"], int) or opts["context"] < 1):
-        raise UserError(f"--context must be a positive integer, got {opts['context']!r}")
-    n = opts["num_labels"]
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_LABELS):
-        raise UserError(f"--num-labels must be an integer in 1..{MAX_LABELS}, got {n!r}")
-    return opts
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as ``(H, W, 3)`` uint8 RGB, decoded by content (a ``.jpg`` that is really a
-    palette PNG works), upright from its EXIF orientation, 16-bit gray scaled to 8 bits.
-
-    Raises:
-        UserError: missing file, a directory, or not an image Pillow can decode.
-    """
-    from pipelines.sources import load_image
-
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: no such file")
-    if p.is_dir():
-        raise UserError(f"{p}: is a directory, not an image")
-    try:
-        return load_image(p)
-    except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, ...)
-        raise UserError(f"{p}: cannot read the image ({one_line(exc)})") from None
-
-
 def _check_readable(path: Path) -> None:
     """Fail fast on a missing or non-image query before the model is loaded (header only)."""
-    from PIL import Image, UnidentifiedImageError
-
     if not path.exists():
         raise UserError(f"{path}: no such file")
     if path.is_dir():
@@ -147,8 +87,6 @@ def _prompt_labels(masks: list, num_labels: int | None) -> tuple[list[np.ndarray
     Raises:
         MaskError: a class id above ``num_labels``, or more than 254 objects over all prompts.
     """
-    from vos.davis import davis_palette
-
     if num_labels is not None:
         for m in masks:
             top = max(m.object_ids)
@@ -203,18 +141,12 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     Raises:
         OSError: the file cannot be written (nothing is left behind).
     """
-    from PIL import Image
-
-    from seggpt_model.files import atomic_write
-
     image = Image.fromarray(rgb)
     atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
 def _proposed_masks(rgbs: list[np.ndarray], paths: list[Path], mask_prompt, proposer, device, dtype):
-    """The prompt masks proposed from words, one per prompt image, as :class:`vos.davis.FirstMask`."""
-    from vos.first_mask import FirstMaskProposer, as_first_mask
-
+    """The prompt masks proposed from words, one per prompt image, as :class:`vos.labels.FirstMask`."""
     if proposer is None:
         proposer = FirstMaskProposer(device=device, dtype=dtype)
     masks = []
@@ -244,11 +176,11 @@ def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
         context: use at most this many prompt pairs (the first ones; a warning names the rest).
         quiet: no progress bar.
         stage: an already loaded :class:`pipelines.model_stage.SegGptStage`.
-        mask_prompt: a :class:`vos.first_mask.MaskPrompt` (``--text``, ``--example`` or
+        mask_prompt: a :class:`vos.prompts.first_mask.MaskPrompt` (``--text``, ``--example`` or
             ``--classes``): each prompt image's mask is proposed from it
-            (:func:`vos.first_mask.propose_first_mask`) instead of read from a file, so words
+            (:func:`vos.prompts.first_mask.propose_first_mask`) instead of read from a file, so words
             give SegGPT its in-context example.
-        proposer: a :class:`vos.first_mask.FirstMaskProposer` with the proposal models loaded
+        proposer: a :class:`vos.prompts.first_mask.FirstMaskProposer` with the proposal models loaded
             (None: loaded on ``device``/``dtype`` when ``mask_prompt`` is given).
 
     Returns:
@@ -261,13 +193,6 @@ def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
             pipelines.errors.OutputError: output folder not writable;
             seggpt_model.CheckpointError: the checkpoint cannot be loaded.
     """
-    from tqdm import tqdm
-
-    from pipelines.errors import OutputError
-    from pipelines.writers import overlay_masks
-    from vos.davis import davis_palette, read_first_mask, write_label_png
-    from vos.run import check_device_dtype  # pipelines.devices, errors as UserError
-
     queries = [Path(q) for q in queries]
     prompt_images = [Path(p) for p in prompt_images]
     prompt_masks = [Path(m) for m in prompt_masks]
@@ -317,8 +242,6 @@ def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
         raise OutputError(f"{root}: output folder is not writable (permission denied)")
 
     if stage is None:
-        from pipelines.model_stage import load_stage
-
         stage = load_stage(checkpoint, device, dtype)
     palette = davis_palette()
     result = ImageResult(outputs=[], label_ids=tuple(int(i) for i in out_ids[1:]), prompts=len(masks))
@@ -344,22 +267,3 @@ def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
     return result
 
 
-def main(args) -> int:
-    """``vos image`` entry point (see :func:`vos.cli.build_parser`)."""
-    from vos.first_mask import prompt_from_args
-
-    opts = resolve_options(args)
-    mask_prompt = prompt_from_args(args)
-    if mask_prompt is None and not args.prompt_mask:
-        raise UserError("give --prompt-image/--prompt-mask pairs, or --text, --example/--example-mask "
-                        "or --classes to propose the prompt masks")
-    result = segment_images(args.queries, args.prompt_image or [], args.prompt_mask or [],
-                            mask_prompt=mask_prompt, output=opts["output"],
-                            num_labels=opts["num_labels"], overlay=bool(args.overlay),
-                            checkpoint=opts["checkpoint"], device=opts["device"], dtype=opts["dtype"],
-                            context=opts["context"], quiet=opts["quiet"])
-    if not opts["quiet"]:
-        shots = "one-shot" if result.prompts == 1 else f"{result.prompts}-shot"
-        print(f"{len(result.outputs)} image(s), {shots}, labels {list(result.label_ids)} -> "
-              f"{Path(opts['output'])}")
-    return 0
