@@ -3,12 +3,18 @@
 Run on a GPU machine that has only this repository: ``bash benchmarks/gpu_check.sh`` (which calls
 this script with ``--compile``). Steps, each timed and reported:
 
-0. **Install** (``--no-install`` skips it): if ``import torch`` with CUDA fails, ``pip install
-   torch==2.13.0`` (the CUDA build on Linux x86_64); then only the runtime dependencies of
-   ``pyproject.toml`` that this check imports and that are missing (numpy, pillow, av, safetensors,
-   tqdm; not ray, which the check does not start), then ``pip install -e . --no-deps
-   --no-build-isolation`` (a failure there only warns: every step runs the tree itself). pip reads
-   ``PIP_FIND_LINKS`` / ``PIP_NO_INDEX`` for a folder of carried wheels.
+0. **Install** (``--no-install`` skips it): for a CUDA device a driver preflight first
+   (``nvidia-smi -L`` or ``/proc/driver/nvidia/version``: one line within seconds when there is no
+   working driver, before anything is downloaded). torch: a CUDA build that sees a GPU is used as
+   it is; one that sees none fails at once; a CPU build (``torch.version.cuda is None``, which
+   ``pip install torch==X`` would call satisfied) or no torch gets ``--torch-spec`` (the CUDA
+   build; ``--torch-index-url`` for another index) in a venv of its own, ``.gpu_check_venv`` with
+   the system site packages, and the check re-executes itself there (``pip install
+   --force-reinstall`` in this interpreter when no venv can be made). Then only the runtime
+   dependencies of ``pyproject.toml`` that this check imports and that are missing (numpy, pillow,
+   av, safetensors, tqdm; not ray), then ``pip install -e . --no-deps --no-build-isolation`` (a
+   failure there only warns). pip reads ``PIP_FIND_LINKS`` / ``PIP_NO_INDEX`` for carried wheels.
+   ``pyproject.toml`` is read with ``tomllib`` where it exists (3.11+), by hand on 3.10.
 1. **Model**: the SegGPT architecture of ``--config`` (default ViT-L) with seeded random weights of
    healthy magnitude (``tests/_reference.randomize_``, the weights ``bench_model.py`` uses; the
    std-0.02 :meth:`~seggpt_model.SegGptForImageSegmentation.init_weights` makes every label
@@ -17,7 +23,8 @@ this script with ``--compile``). Steps, each timed and reported:
 2. **Parity**: ``segment`` (1 query frame, N prompts, feature ensemble) on the device in bf16,
    fp16 and fp32 against the CPU fp32 forward on the same inputs (the clip's frames, prompts
    painted with its first mask), N in ``--prompts`` (1 and 8). Gates: label agreement (nearest
-   palette colour, as ``vos run`` decodes) >= 99.5 % for bf16/fp16 (the figure is printed: the
+   palette colour, as ``vos run`` decodes) >= 99.5 % for bf16/fp16 (the figure is printed with
+   its margin at the end: the
    CPU margin was thin, 99.72 %), max abs difference of the normalised prediction <= 1e-3 for
    fp32 on CUDA with TF32 off for matmuls and cuDNN (under torch's defaults convolutions run in
    TF32, about 1.5e-3 off on the ViT-L decoder head alone); fp32 under the default TF32 settings
@@ -33,10 +40,22 @@ this script with ``--compile``). Steps, each timed and reported:
    without them a synthetic 854x480 clip of 40 frames with two moving shapes is generated, and the
    report says so), bf16, context 8; its manifest's end-to-end and model-stage frames/s against
    step 3's forward-only frames/s.
+3b. **Attention** (``--no-attention`` skips it): ``sdpa`` (the fused SDPA call on CUDA) against
+   ``flex`` (:func:`seggpt_model.layers.flex_attention_kernel`), bf16, the largest context, in a
+   process of its own with ``--attention-timeout`` (flex compiles on its first call); on CUDA the
+   winner (flex only with >= 99.5 % labels equal to sdpa's) is written to
+   ``pipelines/attention_record.json`` (:mod:`pipelines.kernel_record`, ``--no-record`` skips it)
+   and to ``$OUT``; the product reads it.
 5. **Compile** (``--compile``): eager against ``torch.compile`` (inductor), ``torch.compile(mode=
    "reduce-overhead")`` (inductor + CUDA graphs) and a CUDA graph captured from the eager forward,
-   bf16, context 8, each in its own process with ``--compile-timeout``; a variant that fails or
-   times out is skipped with the reason printed.
+   bf16, context 8, each in its own process with ``--compile-timeout``: compilation is its own
+   phase, and a variant that fails, times out (the report names the phase) or no longer fits in
+   the budget is reported "not measured" with the reason.
+
+Time: ``--budget`` seconds for everything (default 450 on CUDA, under the 8 minutes allowed; no
+limit on CPU); a step that no longer fits is reported "not measured" with the reason, and the
+report is always written. ``--device cuda:N`` is made the current device before any event, stream
+or graph capture.
 
 Results: the section between ``<!-- gpu_check:start -->`` and ``<!-- gpu_check:end -->`` of
 ``--docs`` (default ``docs/benchmarks.md``), the same text in ``$OUT/gpu_check.md`` when ``$OUT``
