@@ -138,7 +138,8 @@ def cached_from_params(module: nn.Module, key: tuple, params: tuple[torch.Tensor
     (``Tensor._version`` and ``data_ptr``; the entry keeps a reference to the source storage, so
     a freed address cannot come back under the same stamp). Not cached, and built as before, when
     autograd could need the graph (grad mode on and a parameter requires grad) or while
-    ``torch.compile`` traces (the graph computes it). Cached values are built with inference mode
+    ``torch.compile`` traces (the graph computes it), or for parameters made under inference mode
+    (they have no version counter to watch). Cached values are built with inference mode
     and autograd off, so they are normal tensors usable in any mode; callers must not modify them.
 
     Args:
@@ -147,7 +148,8 @@ def cached_from_params(module: nn.Module, key: tuple, params: tuple[torch.Tensor
         params: the parameters the value is derived from.
         build: zero-argument function computing the value.
     """
-    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+    if (torch.compiler.is_compiling() or any(p.is_inference() for p in params)  # no version counter
+            or (torch.is_grad_enabled() and any(p.requires_grad for p in params))):
         return build()
     stamp = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
     cache = module.__dict__.setdefault("_param_cache", {})
@@ -828,11 +830,14 @@ def residual_linear(residual: torch.Tensor, inputs: torch.Tensor, linear: nn.Lin
     expression (bias and product are added in another order); it saves the separate pass over the
     output that ``linear`` followed by ``+`` costs (a measured win, ``docs/benchmarks.md``). When
     autograd records the call (a tensor or weight requires grad), the same sum is computed by the
-    differentiable ``torch.addmm`` instead, since ``out=`` and in-place products are not recorded.
+    differentiable ``torch.addmm`` instead, since ``out=`` and in-place products are not recorded;
+    likewise under ``torch.compile`` (inductor fuses the add itself, and may give ``new_empty`` the
+    residual's strides, which the in-place ``view`` cannot take).
     """
     bias = linear.bias
-    if torch.is_grad_enabled() and (residual.requires_grad or inputs.requires_grad or linear.weight.requires_grad
-                                    or (bias is not None and bias.requires_grad)):
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and (
+            residual.requires_grad or inputs.requires_grad or linear.weight.requires_grad
+            or (bias is not None and bias.requires_grad))):
         start = residual if bias is None else residual + bias
         return torch.addmm(start.reshape(-1, start.shape[-1]), inputs.reshape(-1, inputs.shape[-1]),
                            linear.weight.t()).view(residual.shape)

@@ -107,6 +107,10 @@ def test_weight_derived_tables_are_built_once_and_follow_the_weights():
     # with autograd recording, the tables are built in the graph (gradients reach rel_pos)
     out = L._rel_tables(attn, torch.float32)[0]
     assert out.requires_grad and out is not L._rel_tables(attn, torch.float32)[0]
+    with torch.inference_mode():                                          # weights made under inference mode:
+        frozen, _ = _attention()                                          # built each call, no version counter read
+        assert frozen.rel_pos_h.is_inference()
+        assert torch.equal(L._rel_tables(frozen, torch.float32)[0], L.get_rel_pos(56, 56, frozen.rel_pos_h))
     onehots = L.key_position_onehots((4, 3), torch.float32, torch.device("cpu"))
     assert onehots is L.key_position_onehots((4, 3), torch.float32, torch.device("cpu"))
     assert onehots.sum(1).eq(2).all() and onehots[5, 5 // 3] == 1 and onehots[5, 4 + 5 % 3] == 1
@@ -215,3 +219,23 @@ def test_stage_checks_labels_on_the_host_without_device_reads(tmp_path, monkeypa
         stage.segment(query, [prompt], 1)
     with pytest.raises(ValueError, match="labels must lie in"):    # the public function still checks
         real(torch.full((1, 2, 2), 3), P.build_palette(2))
+
+
+@pytest.mark.slow
+def test_compiled_segment_equals_eager():
+    """``--compile`` (pipelines.model_stage.compiled_segment, inductor on CPU) on the fused kernel
+    that CUDA runs: the compiled forward gives the eager forward's numbers (inductor reorders sums)."""
+    from pipelines.model_stage import compiled_segment
+    from tests._reference import randomize_
+
+    model = SegGptForImageSegmentation(SegGptConfig.from_dict(json.loads((CONFIGS / "seggpt-tiny.json").read_text())))
+    model.eval()
+    randomize_(model, seed=0)
+    model.set_attn_implementation("fused")
+    g = torch.Generator().manual_seed(1)
+    q, p, m = (torch.randn(k, 3, 448, 448, generator=g) for k in (1, 2, 2))
+    fn = compiled_segment(model)
+    with torch.inference_mode():
+        eager = model.segment(q, p, m)
+        compiled = fn(q, p, m)
+    assert eager.std() > 0.05 and (compiled - eager).abs().max() <= 1e-4
