@@ -1,0 +1,202 @@
+"""``vos app`` through its named API with ``gradio_client`` (the app served on 127.0.0.1 at a free port,
+a tiny random SegGPT): the result of /open_video, /add_mask and /propagate equals ``vos run`` with the
+same masks, PNG for PNG; two clients at once stay apart; each bad input gives an error and leaves the
+session usable."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
+gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is not installed")
+
+from gradio_client import Client, handle_file  # noqa: E402
+
+from tests.conftest import CONFIGS  # noqa: E402
+from vos.cli import main as vos_main  # noqa: E402
+
+CONTEXT = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_clip(shared_data: Path, folder: Path, n: int, size: tuple[int, int], masks=(2, 5)):
+    """The first ``n`` car-shadow frames at ``size`` as an H.264 mp4, and the DAVIS annotations of
+    frames ``masks`` resized to it (palette PNGs)."""
+    import av
+
+    base = shared_data / "davis_sample"
+    files = sorted((base / "JPEGImages" / "480p" / "car-shadow").glob("*.jpg"))[:n]
+    folder.mkdir(parents=True, exist_ok=True)
+    video = folder / "car.mp4"
+    with av.open(str(video), "w") as out:
+        stream = out.add_stream("libx264", rate=24)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for f in files:
+            rgb = np.array(Image.open(f).convert("RGB").resize(size))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    paths = {}
+    for k in masks:
+        im = Image.open(base / "Annotations" / "480p" / "car-shadow" / f"{k:05d}.png")
+        paths[k] = folder / f"mask{k}.png"
+        im.resize(size, Image.NEAREST).save(paths[k])
+    return video, paths
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    from tests._reference import make_hf_model
+
+    folder = tmp_path_factory.mktemp("app_hf")
+    make_hf_model(CONFIGS / "seggpt-tiny.json", seed=0, image_size=[448, 224]).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def app_url(ckpt):
+    from vos.app.server import launch
+    from vos.app.state import AppSettings, ModelHost
+
+    host = ModelHost(AppSettings(checkpoint=str(ckpt), device="cpu", dtype="float32", context=CONTEXT))
+    demo, url = launch(host, server_name="127.0.0.1", port=free_port(), block=False, quiet=True)
+    yield url
+    demo.close()
+    demo.vos_sessions.close_all()
+
+
+def vos_run(ckpt, video: Path, masks: dict[int, Path], out: Path) -> Path:
+    argv = ["run", str(video), "--checkpoint", str(ckpt), "--device", "cpu", "--dtype", "float32",
+            "--context", str(CONTEXT), "--output", str(out), "--name", "ref", "--quiet"]
+    for k, m in masks.items():
+        argv += ["--mask", f"{k}:{m}"]
+    assert vos_main(argv) == 0
+    return out / "ref"
+
+
+def assert_zip_equals_run(zip_path, ref: Path, frames: int) -> dict:
+    with zipfile.ZipFile(zip_path) as z:
+        names = sorted(z.namelist())
+        assert names == [f"{k:05d}.png" for k in range(frames)] + ["manifest.json"]
+        for k in range(frames):
+            data = z.read(f"{k:05d}.png")
+            expected = (ref / f"{k:05d}.png").read_bytes()
+            a, b = np.array(Image.open(io.BytesIO(data))), np.array(Image.open(ref / f"{k:05d}.png"))
+            assert np.array_equal(a, b), f"frame {k}"
+            assert data == expected, f"frame {k}: same labels, other bytes"
+            assert Image.open(io.BytesIO(data)).mode == "P"
+        return json.loads(z.read("manifest.json"))
+
+
+@pytest.mark.slow
+def test_masks_propagate_correct_export_equal_vos_run(app_url, ckpt, shared_data, tmp_path):
+    video, masks = make_clip(shared_data, tmp_path / "clip", 8, (320, 180))
+    c = Client(app_url, verbose=False)
+    assert c.predict(handle_file(str(video)), api_name="/open_video") == {"frames": 8, "width": 320, "height": 180}
+    assert c.predict(2, handle_file(str(masks[2])), api_name="/add_mask") == {"frame": 2, "objects": [1]}
+    first = c.predict(api_name="/propagate")
+    assert first["frames"] == 8 and first["seconds"] > 0
+    # a correction on frame 5 after propagating: only frames 5..7 are done again
+    assert c.predict(5, handle_file(str(masks[5])), api_name="/add_mask") == {"frame": 5, "objects": [1]}
+    assert c.predict(api_name="/propagate")["frames"] == 3
+    assert c.predict(api_name="/propagate")["frames"] == 0          # nothing pending
+    ref = vos_run(ckpt, video, masks, tmp_path / "out")
+    manifest = assert_zip_equals_run(c.predict(api_name="/export"), ref, 8)
+    expected = json.loads((ref / "manifest.json").read_text())
+    assert manifest["annotations"] == [{"frame": a["frame"], "objects": a["objects"]}
+                                       for a in expected["annotations"]]
+    assert [f["pts"] for f in manifest["frame_list"]] == [f["pts"] for f in expected["frame_list"]]
+    assert manifest["settings"]["context"] == CONTEXT and manifest["objects"] == [1]
+    overlay, mask_video = c.predict(api_name="/export_videos")
+    import av
+
+    with av.open(mask_video) as f:
+        labels = [np.array(fr.to_ndarray()) for fr in f.decode(video=0)]
+    assert len(labels) == 8 and np.array_equal(labels[3], np.array(Image.open(ref / "00003.png")))
+    with av.open(overlay) as f:
+        assert f.streams.video[0].codec_context.name == "h264"
+
+
+@pytest.mark.slow
+def test_two_clients_at_once_stay_apart(app_url, ckpt, shared_data, tmp_path):
+    """Two sessions propagate at the same time (their model calls interleave frame by frame); each
+    gets its own video's result, equal to vos run with both masks given at once."""
+    clips = {"a": make_clip(shared_data, tmp_path / "a", 6, (320, 180), masks=(0, 3)),
+             "b": make_clip(shared_data, tmp_path / "b", 4, (192, 108), masks=(1,))}
+    results: dict[str, object] = {}
+
+    def session(name):
+        try:
+            video, masks = clips[name]
+            c = Client(app_url, verbose=False)
+            results[name + "_open"] = c.predict(handle_file(str(video)), api_name="/open_video")
+            for k, m in masks.items():
+                c.predict(k, handle_file(str(m)), api_name="/add_mask")
+            results[name + "_prop"] = c.predict(api_name="/propagate")
+            results[name] = c.predict(api_name="/export")
+        except BaseException as exc:             # reported by the main thread
+            results[name] = exc
+
+    threads = [threading.Thread(target=session, args=(n,)) for n in clips]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert results["a_open"] == {"frames": 6, "width": 320, "height": 180}
+    assert results["b_open"] == {"frames": 4, "width": 192, "height": 108}
+    assert results["a_prop"]["frames"] == 6 and results["b_prop"]["frames"] == 4
+    for name, frames in (("a", 6), ("b", 4)):
+        assert not isinstance(results[name], BaseException), results[name]
+        video, masks = clips[name]
+        ref = vos_run(ckpt, video, masks, tmp_path / f"out_{name}")
+        assert_zip_equals_run(results[name], ref, frames)
+
+
+def test_bad_input_gives_errors_and_the_session_stays_usable(app_url, shared_data, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    video, masks = make_clip(shared_data, tmp_path / "clip", 3, (160, 90), masks=(0,))
+    not_video = tmp_path / "notes.txt"
+    not_video.write_text("not a video\n")
+    wrong_size = tmp_path / "wrong.png"
+    Image.open(masks[0]).resize((100, 100), Image.NEAREST).save(wrong_size)
+    empty = tmp_path / "empty.png"
+    Image.fromarray(np.zeros((90, 160), np.uint8)).save(empty)
+    c = Client(app_url, verbose=False)
+
+    def fails(match, *args, api_name):
+        with pytest.raises(AppError, match=match):
+            c.predict(*args, api_name=api_name)
+
+    fails("no video open", api_name="/export")
+    fails("no video open", 0, handle_file(str(masks[0])), api_name="/add_mask")
+    fails("notes.txt: not a readable video", handle_file(str(not_video)), api_name="/open_video")
+    assert c.predict(handle_file(str(video)), api_name="/open_video")["frames"] == 3
+    fails("no mask yet", api_name="/propagate")
+    fails("no result yet", api_name="/export")
+    fails("wrong.png: mask is 100x100", 0, handle_file(str(wrong_size)), api_name="/add_mask")
+    fails("empty.png.*no object", 0, handle_file(str(empty)), api_name="/add_mask")
+    fails(r"frame 3 is outside the video \(3 frames, 0..2\)", 3, handle_file(str(masks[0])), api_name="/add_mask")
+    fails("frame -1 is outside", -1, handle_file(str(masks[0])), api_name="/add_mask")
+    fails("notes.txt: not a readable video", handle_file(str(not_video)), api_name="/open_video")
+    # nothing was lost: the video opened before is still there and works to the end
+    assert c.predict(0, handle_file(str(masks[0])), api_name="/add_mask") == {"frame": 0, "objects": [1]}
+    assert c.predict(api_name="/propagate")["frames"] == 3
+    with zipfile.ZipFile(c.predict(api_name="/export")) as z:
+        assert len([n for n in z.namelist() if n.endswith(".png")]) == 3
