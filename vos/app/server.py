@@ -263,8 +263,8 @@ def build_app(host: ModelHost, video: str | None = None, *, idle_timeout: float 
                 yield f"Propagating: frame {i}, {n}/{total}, {fps:.2f} frames/s", view(state, i), gr.skip()
         secs = time.perf_counter() - t0
         stopped = " (stopped)" if state.stop.is_set() else ""
-        yield (f"{n} frames in {secs:.1f} s, {n / max(secs, 1e-9):.2f} frames/s{stopped}. " + describe(state),
-               view(state, k), gr.skip())
+        yield (f"{n} frames in {secs:.1f} s, {n / max(secs, 1e-9):.2f} frames/s{stopped}.",
+               view(state, k), describe(state))
 
     def ui_stop(state):
         state.stop.set()
