@@ -13,7 +13,7 @@ Measured, on one local Ray cluster (``ray.init(num_cpus=<cores>)``), each config
 * ``vos batch`` with 1..``--max-actors`` actors of 1 CPU (torch 1 thread each), and one actor of
   all CPUs: wall time from the call to the last record (actor start-up included), videos/s and
   frames/s, and frames/s after the first actor was ready;
-* ``vos run``'s chain in this process (:func:`vos.run.run_video` with a loaded model, torch 1
+* ``vos run``'s chain in this process (:func:`vos.engine.video.run_video` with a loaded model, torch 1
   thread), one video after the other: the same work without Ray;
 * per video: ``task_s - wall_s`` (driver submit to result minus the actor's own run time), i.e.
   what Ray and the driver add to a video, and the round trip of an empty job;
@@ -73,7 +73,7 @@ def tiny_checkpoint(work: Path) -> str:
 
 
 def run_batch_once(jobs, out: Path, checkpoint: str, context: int, actors: int, cpus: float):
-    from vos.batch import BatchOptions, run_batch
+    from vos.batch.runner import BatchOptions, run_batch
 
     submits: list[float] = []
     options = BatchOptions(output=out, checkpoint=checkpoint, context=context, num_actors=actors,
@@ -91,7 +91,7 @@ def run_inprocess(jobs, out: Path, checkpoint: str, context: int) -> dict:
     import torch
 
     from pipelines.model_stage import load_stage
-    from vos.run import run_video
+    from vos.engine.video import run_video
 
     torch.set_num_threads(1)
     stage = load_stage(checkpoint, "cpu", "float32")
@@ -108,7 +108,7 @@ def empty_round_trip(checkpoint: str, n: int = 50) -> float:
     import ray
 
     from pipelines.actors import actor_class
-    from vos.worker import VideoWorker
+    from vos.batch.worker import VideoWorker
 
     actor = actor_class(VideoWorker, num_cpus=1).remote(checkpoint, "cpu", num_threads=1)
     ray.get(actor.ready.remote())
@@ -126,7 +126,7 @@ def actor_start(checkpoint: str) -> float:
     import ray
 
     from pipelines.actors import actor_class
-    from vos.worker import VideoWorker
+    from vos.batch.worker import VideoWorker
 
     t = time.perf_counter()
     actor = actor_class(VideoWorker, num_cpus=1).remote(checkpoint, "cpu", num_threads=1)
@@ -159,7 +159,7 @@ def main() -> None:
 
     import ray
 
-    from vos.batch import discover_jobs
+    from vos.datasets.discover import discover_jobs
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_batch-"))
     root = build_data(work, args.videos, args.frames)

@@ -7,7 +7,7 @@ Then times, on the same files:
 
 * ``vos eval`` as a command (``vos eval --davis-root ... --results ...``, all cores and ``--workers 1``),
   start-up included;
-* :func:`vos.evaluate.evaluate_davis` in this process (all cores and one worker);
+* :func:`vos.evaluation.davis2017.evaluate_davis` in this process (all cores and one worker);
 * ``vos-benchmark`` (PyPI ``vos-benchmark``, which reproduces the official numbers):
   ``benchmark(..., num_processes=<cores>)`` and its per-video evaluator on one process;
 
@@ -110,7 +110,7 @@ def main() -> int:
     ap.add_argument("--workdir", default=None, help="where to build the data (default: a temp dir)")
     args = ap.parse_args()
 
-    from vos.evaluate import _default_workers, evaluate_davis
+    from vos.evaluation.davis2017 import _default_workers, evaluate_davis
     from vos_benchmark.benchmark import VideoEvaluator, benchmark
 
     cores = _default_workers()

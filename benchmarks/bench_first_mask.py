@@ -8,7 +8,7 @@ Builds the real checkpoints' architectures with random weights (no download): CL
 each with ``save_pretrained`` and times, on the real car-shadow frame 0 (854x480):
 
 * loading each model (``from_pretrained`` from the local folder, what every ``vos run`` pays once);
-* :func:`vos.first_mask.propose_first_mask` with 1 and 3 texts, the example prompt, and 2 classes
+* :func:`vos.prompts.first_mask.propose_first_mask` with 1 and 3 texts, the example prompt, and 2 classes
   (median of ``--repeat`` calls after one warm-up).
 
 Usage::
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmarks._common import machine, measure_times, report, today
-    from vos.first_mask import FirstMaskProposer, MaskPrompt
+    from vos.prompts.first_mask import FirstMaskProposer, MaskPrompt
 
     frames = CAR / "JPEGImages" / "480p" / "car-shadow"
     rgb = np.array(Image.open(frames / "00000.jpg").convert("RGB"))

@@ -42,7 +42,7 @@ from pipelines.sources import Frame, open_source  # noqa: E402
 from pipelines.writers import MaskVideoWriter, OverlayVideoWriter, PalettePngWriter  # noqa: E402
 from tests._media import encode_mp4  # noqa: E402
 from tests.conftest import SHARED_DATA  # noqa: E402
-from vos.davis import davis_palette  # noqa: E402
+from vos.labels import davis_palette  # noqa: E402
 
 SEQUENCE = "car-shadow"
 TARGET_FPS = 60.0

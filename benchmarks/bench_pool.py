@@ -1,11 +1,11 @@
-"""Our actor pool (:func:`vos.pool.run_jobs`) against Ray's (``ray.util.ActorPool`` over actors
+"""Our actor pool (:func:`vos.batch.pool.run_jobs`) against Ray's (``ray.util.ActorPool`` over actors
 with ``max_restarts`` / ``max_task_retries``): throughput, and what a worker killed mid-video gives.
 
 Data: ``--videos`` DAVIS-layout sequences of the first ``--frames`` frames of the real
 ``car-shadow`` (854x480), tiny random-weight SegGPT (as ``benchmarks/bench_batch.py``), context 1,
 one local Ray cluster.
 
-Measured, once each (the numbers go into :mod:`vos.pool`'s docstring):
+Measured, once each (the numbers go into :mod:`vos.batch.pool`'s docstring):
 
 * clean run with ``--actors`` actors of 1 CPU: wall seconds (actor start-up included), frames/s;
 * fault run with 1 actor: its worker process is killed (``SIGKILL`` of the actor's pid, as a node
@@ -77,12 +77,12 @@ def _job_dicts(jobs, out: Path) -> list[dict]:
 
 
 def ours(jobs, out: Path, checkpoint: str, actors: int, kill_name: str | None = None) -> dict:
-    """:func:`vos.pool.run_jobs` as ``vos batch`` calls it (stale temps removed on a lost worker)."""
+    """:func:`vos.batch.pool.run_jobs` as ``vos batch`` calls it (stale temps removed on a lost worker)."""
     import ray
 
     from seggpt_model.files import remove_stale_temps
-    from vos.cluster import actor_setup
-    from vos.pool import run_jobs
+    from vos.batch.cluster import actor_setup
+    from vos.batch.pool import run_jobs
 
     out.mkdir(parents=True, exist_ok=True)
     pids: list[int] = []
@@ -107,7 +107,7 @@ def ray_pool(jobs, out: Path, checkpoint: str, actors: int, kill_name: str | Non
     from ray.util import ActorPool
 
     from pipelines.actors import actor_class
-    from vos.worker import VideoWorker
+    from vos.batch.worker import VideoWorker
 
     out.mkdir(parents=True, exist_ok=True)
     cls = actor_class(VideoWorker, num_cpus=1, max_restarts=1, max_task_retries=2)
@@ -143,7 +143,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_pool-"))
     root = build_data(work, args.videos, args.frames)
     checkpoint = tiny_checkpoint(work)
-    from vos.jobs import discover_jobs
+    from vos.datasets.discover import discover_jobs
 
     jobs, _ = discover_jobs(root)
     names = [j.name for j in jobs]

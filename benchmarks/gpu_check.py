@@ -192,7 +192,7 @@ def make_synthetic_clip(folder: Path, frames: int = 40, width: int = 854, height
     import numpy as np
     from PIL import Image
 
-    from vos.davis import write_label_png
+    from vos.labels import write_label_png
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -233,7 +233,7 @@ def load_clip(frames: Path, first_mask: Path, count: int):
 
     from pipelines.errors import PipelineError
     from pipelines.sources import open_source
-    from vos.davis import read_first_mask
+    from vos.labels import read_first_mask
     from vos.errors import UserError
 
     try:

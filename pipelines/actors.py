@@ -3,24 +3,26 @@
 :class:`ModelWorker` is a plain class: it loads one :class:`~pipelines.model_stage.SegGptStage`
 once (the expensive part: weights read, moved to the device) and reports where it runs from
 :meth:`ModelWorker.ready`. What it does with the model per item is the subclass's
-:meth:`ModelWorker.process` (``vos.worker.VideoWorker`` runs one whole video per call), so this
+:meth:`ModelWorker.process` (``vos.batch.worker.VideoWorker`` runs one whole video per call), so this
 layer knows nothing of videos, prompts or the command line (the layering is described in
 ``docs/architecture.md``). :func:`actor_class` wraps any such class as a Ray actor class with the
 requested GPUs and CPUs; only small items and results should cross the object store.
 
-Importing this module is cheap: torch and the model are imported when a worker is built, and ray
-only inside :func:`actor_class` and :func:`node_info`.
+Imports torch and Ray (the batch layer and Ray actors use it; the per-video engine does not).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 from typing import Any
 
+import ray
+import torch
+
 from pipelines.errors import PipelineError
+from pipelines.model_stage import load_stage
 from seggpt_model.errors import CheckpointError, one_line
 
 __all__ = ["ModelWorker", "actor_class", "node_info", "threads_for_cpus", "LOAD_ERRORS"]
@@ -40,8 +42,7 @@ def threads_for_cpus(cpus: float | None) -> int | None:
 def node_info() -> dict[str, Any]:
     """Where this process runs: ``pid``, ``hostname`` and, inside a Ray worker, ``node_id``."""
     info: dict[str, Any] = {"pid": os.getpid(), "hostname": socket.gethostname(), "node_id": None}
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
+    if ray.is_initialized():
         try:
             info["node_id"] = ray.get_runtime_context().get_node_id()
         except Exception:  # pragma: no cover - the id is informative only
@@ -76,12 +77,8 @@ class ModelWorker:
         self.stage = stage
         t0 = time.perf_counter()
         if num_threads is not None:
-            import torch
-
             torch.set_num_threads(int(num_threads))
         if self.stage is None:
-            from pipelines.model_stage import load_stage
-
             try:
                 self.stage = load_stage(self.checkpoint, device, dtype)
             except LOAD_ERRORS as exc:
@@ -97,8 +94,6 @@ class ModelWorker:
             dict with ``pid``, ``hostname``, ``node_id``, ``device``, ``dtype`` (``"float32"``...),
             ``num_threads``, ``load_s`` (seconds) and ``error`` (the deferred load error, or None).
         """
-        import torch
-
         info = node_info()
         info.update(load_s=self.load_s, num_threads=torch.get_num_threads(), error=self.init_error,
                     device=str(self.stage.device) if self.stage is not None else None,
@@ -118,7 +113,7 @@ def actor_class(worker_cls: type = ModelWorker, *, num_gpus: float = 0.0, num_cp
     Ray does not restart the actor or retry its calls (``max_restarts=0``,
     ``max_task_retries=0``) unless ``options`` say otherwise: the driver sees an actor's death as
     an error of the call in flight and decides itself whether to retry the item on another actor
-    (``vos.pool`` says why Ray's own restarts are not used). Construct it with
+    (``vos.batch.pool`` says why Ray's own restarts are not used). Construct it with
     ``defer_init_errors=True`` and call ``ready`` to get a load error as a line.
 
     Args:
@@ -129,7 +124,5 @@ def actor_class(worker_cls: type = ModelWorker, *, num_gpus: float = 0.0, num_cp
         **options: more ``ray.remote`` options (``resources``, ``scheduling_strategy``,
             ``max_restarts``...).
     """
-    import ray
-
     opts = {"max_restarts": 0, "max_task_retries": 0, **options}
     return ray.remote(num_gpus=num_gpus, num_cpus=num_cpus, **opts)(worker_cls)

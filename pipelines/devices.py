@@ -49,7 +49,7 @@ def resolve_device(name: str | None) -> torch.device:
     Raises:
         ValueError: an unknown device string, or a CUDA device that is not available.
     """
-    import torch
+    import torch  # only here: parse_* and `vos --help` stay torch-free (0.2 s vs 3 s start-up)
 
     text = parse_device(name)
     if text == "auto":
@@ -70,7 +70,7 @@ def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
     Raises:
         ValueError: an unknown dtype string.
     """
-    import torch
+    import torch  # only here, as in resolve_device
 
     text = parse_dtype(name)
     if text == "auto":

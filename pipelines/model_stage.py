@@ -18,8 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipelines.allocator import keep_freed_memory
 from pipelines.devices import check_device_dtype
 from seggpt_model import processing as P
+from seggpt_model.build import from_pretrained
+from seggpt_model.config import DEFAULT_CHECKPOINT
 
 __all__ = ["PromptTensors", "SegGptStage", "load_stage"]
 
@@ -38,7 +41,7 @@ class PromptTensors:
 
 
 class SegGptStage:
-    """One SegGPT model on one device, used frame by frame by :class:`vos.session.VideoSession`.
+    """One SegGPT model on one device, used frame by frame by :class:`vos.engine.session.VideoSession`.
 
     Args:
         model: a loaded :class:`seggpt_model.SegGptForImageSegmentation` (already on its device and
@@ -150,9 +153,6 @@ def load_stage(checkpoint: str | None = None, device: str | None = None, dtype: 
         ValueError: unknown device or dtype (checked before any weight is read).
         seggpt_model.CheckpointError: the checkpoint cannot be loaded.
     """
-    from pipelines.allocator import keep_freed_memory
-    from seggpt_model import DEFAULT_CHECKPOINT, from_pretrained
-
     dev, dt = check_device_dtype(device, dtype)
     keep_freed_memory()
     model = from_pretrained(checkpoint or DEFAULT_CHECKPOINT, device=dev, dtype=dt)

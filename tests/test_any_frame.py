@@ -15,7 +15,7 @@ from PIL import Image
 from tests._media import encode_mp4
 from tests.conftest import CONFIGS
 from vos.cli import main as vos_main
-from vos.davis import read_first_mask
+from vos.labels import read_first_mask
 
 CAR = ("davis_sample", "car-shadow")
 JUDO = ("prompts/first_frame_only", "judo")
@@ -75,7 +75,7 @@ def _run(*argv) -> int:
 
 def _reference(stage, frames_dir: Path, mask: Path, out: Path, context: int) -> list[np.ndarray]:
     """``vos run FRAMES --first-mask MASK`` (the library form, with the loaded stage)."""
-    from vos.run import run_video
+    from vos.engine.video import run_video
 
     result = run_video(frames_dir, mask, output=out, name="ref", context=context, stage=stage)
     return _pngs(result.output_dir)
@@ -160,7 +160,7 @@ def test_correction_on_a_later_frame(stage, small_ckpt, shared_data, tmp_path):
 
 
 def _head_run(stage, frames: list[Path], mask_path: Path, context: int) -> list[np.ndarray]:
-    """``vos run --first-mask`` as the code at HEAD 3b13b82 did it (vos.session.VideoSession then),
+    """``vos run --first-mask`` as the code at HEAD 3b13b82 did it (vos.engine.session.VideoSession then),
     written out on the stage's methods: the first frame pinned, a FIFO of ``context - 1`` predictions."""
     rgbs = [np.array(Image.open(f).convert("RGB")) for f in frames]
     h, w = rgbs[0].shape[:2]

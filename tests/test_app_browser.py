@@ -69,7 +69,7 @@ def shown_image(page) -> np.ndarray:
 def test_open_import_propagate_review_export(page, app_url, shared_data, tmp_path):
     from pipelines.sources import open_source
     from pipelines.writers import overlay_masks
-    from vos.davis import davis_palette
+    from vos.labels import davis_palette
 
     video, masks = make_clip(shared_data, tmp_path / "clip", 4, (480, 270), masks=(0,))
     page.set_default_timeout(TIMEOUT_MS)

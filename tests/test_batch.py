@@ -3,7 +3,7 @@
 One ``ray.init(num_cpus=2)`` serves the module (``ray_local``); ``vos batch`` run in this process
 reuses that connection, a ``vos batch`` subprocess joins it with ``--address``. The multi-node test
 runs last on its own two-node ``ray.cluster_utils.Cluster``. Every output is compared byte for byte
-with ``vos run``'s (:func:`vos.run.run_video` on the same inputs, one torch thread like an actor).
+with ``vos run``'s (:func:`vos.engine.video.run_video` on the same inputs, one torch thread like an actor).
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from PIL import Image
 
 from tests._media import encode_mp4
 from tests.conftest import REPO, SHARED_DATA
-from vos.batch import (BATCH_MANIFEST, BatchOptions, discover_jobs, read_batch_manifest,
-                       read_job_manifest, run_batch)
+from vos.batch.log import BATCH_MANIFEST, read_batch_manifest
+from vos.batch.runner import BatchOptions, run_batch
+from vos.datasets.discover import discover_jobs
+from vos.datasets.manifest import read_job_manifest
 from vos.cli import main as vos_main
-from vos.davis import davis_palette
+from vos.labels import davis_palette
 from vos.errors import UserError
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]  # a local Ray cluster per module, ~2 minutes on 2 cores
@@ -105,7 +107,7 @@ def reference(data, tiny_hf_dir, tmp_path_factory):
     """``vos run`` outputs of every input, computed on demand (one torch thread, as in an actor)."""
     import torch
 
-    from vos.run import run_video
+    from vos.engine.video import run_video
 
     out = tmp_path_factory.mktemp("reference")
     done: dict[str, Path] = {}
@@ -231,7 +233,7 @@ def test_bad_options_fail_before_ray_starts(data, tmp_path, capsys, argv, needle
 
 
 def test_worker_runs_without_ray(data, tiny_hf_dir, reference, tmp_path):
-    from vos.worker import VideoWorker
+    from vos.batch.worker import VideoWorker
 
     worker = VideoWorker(str(tiny_hf_dir), "cpu", num_threads=1)
     seq = data["davis"] / "JPEGImages" / "480p" / "gen-b"

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import SHARED_DATA
-from vos.davis import (
+from vos.labels import (
     MaskWarning,
     davis_palette,
     read_first_mask,

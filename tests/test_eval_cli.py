@@ -1,4 +1,4 @@
-"""End-to-end tests of ``vos eval`` / :func:`vos.evaluate.evaluate_davis`.
+"""End-to-end tests of ``vos eval`` / :func:`vos.evaluation.davis2017.evaluate_davis`.
 
 The reference is the independent ``vos-benchmark`` package (test extra), which reproduces the
 official DAVIS 2017 numbers: on the real ``car-shadow`` sequence (ground truth and perturbed results)
@@ -24,7 +24,7 @@ from scipy import ndimage as ndi
 from tests.conftest import SHARED_DATA
 from vos import cli
 from vos.errors import EvalError
-from vos.evaluate import EvalWarning, evaluate_davis
+from vos.evaluation.davis2017 import EvalWarning, evaluate_davis
 
 vb_bench = pytest.importorskip("vos_benchmark.benchmark")
 vb_evaluator = pytest.importorskip("vos_benchmark.evaluator")
@@ -500,7 +500,7 @@ def test_threads_in_parent_use_forkserver(tmp_path):
     # with another thread alive the pool must not fork this process; numbers are unchanged
     import threading
 
-    from vos.evaluate import _chunks, _plan
+    from vos.evaluation.davis2017 import _chunks, _plan
 
     gt, r = gen_sequence(40, 60, 20, 2, 9)
     root = make_root(tmp_path / "davis", {"s": gt})
@@ -512,7 +512,7 @@ def test_threads_in_parent_use_forkserver(tmp_path):
     th = threading.Thread(target=stop.wait, daemon=True)
     th.start()
     try:
-        from vos.evaluate import _mp_context
+        from vos.evaluation.davis2017 import _mp_context
         assert _mp_context().get_start_method() == "forkserver"
         assert evaluate_davis(root, res, workers=2) == ref
     finally:

@@ -39,7 +39,7 @@ def frame0(frames_dir) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def proposer():
-    from vos.first_mask import FirstMaskProposer
+    from vos.prompts.first_mask import FirstMaskProposer
 
     return FirstMaskProposer(device="cpu")
 
@@ -114,7 +114,7 @@ def text_case(clipseg_dir, frame0):
 
 
 def test_text_mask_equals_transformers_reference(clipseg_dir, frame0, proposer, text_case):
-    from vos.first_mask import MaskPrompt, propose_first_mask
+    from vos.prompts.first_mask import MaskPrompt, propose_first_mask
 
     _, threshold, ref, clear = text_case
     prompt = MaskPrompt(texts=tuple(TEXTS), threshold=threshold, text_model=str(clipseg_dir))
@@ -132,14 +132,14 @@ def test_wrong_resize_fails_the_equality(clipseg_dir, frame0, proposer, text_cas
     """Mutation check: the comparison above catches a wrong upsampling of the 352x352 maps."""
     import torch.nn.functional as F
 
-    import vos.clipseg
-    from vos.first_mask import MaskPrompt
+    import vos.prompts.clipseg
+    from vos.prompts.first_mask import MaskPrompt
 
     def wrong(probs, height, width):
         kw = {"mode": "nearest"} if mode == "nearest" else {"mode": "bilinear", "align_corners": True}
         return F.interpolate(probs.float()[:, None], size=(height, width), **kw)[:, 0]
 
-    monkeypatch.setattr(vos.clipseg, "resize_probabilities", wrong)
+    monkeypatch.setattr(vos.prompts.clipseg, "resize_probabilities", wrong)
     _, threshold, ref, clear = text_case
     labels, _ = proposer.propose(frame0, MaskPrompt(texts=tuple(TEXTS), threshold=threshold,
                                                     text_model=str(clipseg_dir)))
@@ -147,7 +147,7 @@ def test_wrong_resize_fails_the_equality(clipseg_dir, frame0, proposer, text_cas
 
 
 def test_several_texts_give_ids_in_order(clipseg_dir, frame0, proposer, text_case):
-    from vos.first_mask import MaskPrompt
+    from vos.prompts.first_mask import MaskPrompt
 
     _, threshold, ref, clear = text_case
     labels, info = proposer.propose(frame0, MaskPrompt(texts=tuple(TEXTS[::-1]), threshold=threshold,
@@ -158,9 +158,9 @@ def test_several_texts_give_ids_in_order(clipseg_dir, frame0, proposer, text_cas
 
 
 def test_example_prompt_equals_transformers_visual_prompt(clipseg_dir, frames_dir, shared_data, proposer):
-    from vos.clipseg import visual_prompt
-    from vos.davis import read_first_mask
-    from vos.first_mask import MaskPrompt
+    from vos.prompts.clipseg import visual_prompt
+    from vos.labels import read_first_mask
+    from vos.prompts.first_mask import MaskPrompt
 
     example, example_mask = frames_dir / "00000.jpg", (shared_data / "davis_sample" / "Annotations"
                                                        / "480p" / "car-shadow" / "00000.png")
@@ -182,7 +182,7 @@ def test_visual_prompt_highlights_the_object(frame0):
     object's box with a 10 % margin (positions worked out by hand for this mask)."""
     from PIL import ImageFilter
 
-    from vos.clipseg import visual_prompt
+    from vos.prompts.clipseg import visual_prompt
 
     rgb = np.ascontiguousarray(frame0[100:300, 200:500])          # 200 x 300
     mask = np.zeros((200, 300), dtype=bool)
@@ -201,7 +201,7 @@ def test_visual_prompt_highlights_the_object(frame0):
 
 def test_classes_equal_post_process_semantic_segmentation(segformer_dir, frame0, proposer):
     from tests._proposal_models import TINY_ADE_LABELS
-    from vos.first_mask import MaskPrompt
+    from vos.prompts.first_mask import MaskPrompt
 
     ref_map = _reference_class_map(segformer_dir, frame0)
     top = [int(c) for c in np.argsort(-np.bincount(ref_map.ravel()))[:2]]
@@ -221,7 +221,7 @@ def test_classes_equal_post_process_semantic_segmentation(segformer_dir, frame0,
 
 def test_unknown_class_lists_closest_names(segformer_dir, frame0, proposer):
     from vos.errors import UserError
-    from vos.first_mask import MaskPrompt
+    from vos.prompts.first_mask import MaskPrompt
 
     with pytest.raises(UserError, match=r"unknown class 'flor'.*closest: floor"):
         proposer.propose(frame0, MaskPrompt(classes=("flor",), class_model=str(segformer_dir)))
@@ -232,7 +232,7 @@ def test_unknown_class_lists_closest_names(segformer_dir, frame0, proposer):
 # ------------------------------------------------------------------------------------------------
 
 def test_split_instances_eight_connected_largest_first_small_dropped():
-    from vos.first_mask import split_instances
+    from vos.prompts.first_mask import split_instances
 
     labels = np.zeros((100, 100), dtype=np.uint8)      # 0.1 % of the frame = 10 pixels
     labels[0:3, 0:3] = 1                               # object 1: 9 px, dropped
@@ -256,7 +256,7 @@ def test_instances_on_real_frame_are_components_of_their_object(segformer_dir, f
     from scipy import ndimage
 
     from tests._proposal_models import TINY_ADE_LABELS
-    from vos.first_mask import MaskPrompt
+    from vos.prompts.first_mask import MaskPrompt
 
     names = [TINY_ADE_LABELS[c] for c in np.argsort(-np.bincount(
         _reference_class_map(segformer_dir, frame0).ravel()))[:2]]
@@ -292,8 +292,8 @@ def _vos(argv, capsys) -> tuple[int, str, str]:
 def test_vos_mask_writes_palette_png_and_overlay(clipseg_dir, frames_dir, frame0, proposer, text_case,
                                                  tmp_path, capsys):
     from pipelines.writers import overlay_masks
-    from vos.davis import davis_palette
-    from vos.first_mask import MaskPrompt
+    from vos.labels import davis_palette
+    from vos.prompts.first_mask import MaskPrompt
 
     _, threshold, _, _ = text_case
     out, ov = tmp_path / "sub" / "mask.png", tmp_path / "overlay.png"
@@ -318,7 +318,7 @@ def test_vos_mask_video_frame_n_is_the_frame_vos_run_sees(segformer_dir, frames_
     from pipelines.sources import open_source
     from tests._media import encode_mp4
     from tests._proposal_models import TINY_ADE_LABELS
-    from vos.first_mask import MaskPrompt
+    from vos.prompts.first_mask import MaskPrompt
 
     video = encode_mp4(frames_dir, tmp_path / "clip.mp4", limit=4)
     with open_source(video) as src:
@@ -394,12 +394,12 @@ def test_vos_mask_bad_input_exits_2_and_writes_nothing(case, clipseg_dir, segfor
 
 def test_failed_mask_write_leaves_no_overlay(clipseg_dir, frames_dir, text_case, tmp_path, capsys,
                                              monkeypatch):
-    import vos.davis
+    import vos.commands.mask
 
     def fail(path, labels, palette=None):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(vos.davis, "write_label_png", fail)
+    monkeypatch.setattr(vos.commands.mask, "write_label_png", fail)
     _, threshold, _, _ = text_case
     rc, _, err = _vos(["mask", str(frames_dir), "--text", "car", "--threshold", str(threshold),
                        "--text-model", str(clipseg_dir), "--output", str(tmp_path / "m.png"),
@@ -409,7 +409,7 @@ def test_failed_mask_write_leaves_no_overlay(clipseg_dir, frames_dir, text_case,
 
 
 def test_cli_and_first_mask_import_no_torch_or_transformers():
-    code = ("import sys, vos.cli, vos.first_mask; vos.cli.build_parser(); "
+    code = ("import sys, vos.cli, vos.prompts.first_mask; vos.cli.build_parser(); "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          check=True).stdout

@@ -52,7 +52,7 @@ def test_install_step_finds_every_dependency_it_may_install():
 
 def test_synthetic_clip(tmp_path):
     from benchmarks.gpu_check import make_synthetic_clip
-    from vos.davis import read_first_mask
+    from vos.labels import read_first_mask
 
     frames, mask = make_synthetic_clip(tmp_path, frames=5)
     files = sorted(frames.iterdir())

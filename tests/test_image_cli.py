@@ -14,8 +14,8 @@ from PIL import Image
 
 from tests._reference import painter_ensemble_reference
 from vos.cli import main as vos_main
-from vos.davis import FirstMask, davis_palette, read_first_mask
-from vos.image import _prompt_labels
+from vos.labels import FirstMask, davis_palette, read_first_mask
+from vos.engine.images import _prompt_labels
 
 
 def _image(*argv) -> int:

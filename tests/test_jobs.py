@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from vos.batch_log import BatchLog, output_complete, read_batch_manifest
+from vos.batch.log import BatchLog, output_complete, read_batch_manifest
 from vos.errors import UserError
-from vos.jobs import Job, read_job_manifest
-from vos.worker import RUN_KEYS, VideoRecord, VideoWorker, failed_record
+from vos.datasets.job import Job
+from vos.datasets.manifest import read_job_manifest
+from vos.batch.worker import RUN_KEYS, VideoRecord, VideoWorker, failed_record
 
 
 def _jsonl(path: Path, *rows) -> Path:
@@ -128,8 +129,8 @@ def test_failed_record_is_one_schema(tmp_path):
 
 def test_worker_passes_only_set_run_options(tmp_path, monkeypatch):
     """``run_video`` gets each run option of the job as a keyword, and only those that are set."""
-    import vos.run
-    from vos.run import RunResult
+    import vos.batch.worker
+    from vos.engine.video import RunResult
 
     calls = []
 
@@ -138,7 +139,7 @@ def test_worker_passes_only_set_run_options(tmp_path, monkeypatch):
         return RunResult(output_dir=tmp_path / kwargs["name"], frames=3, model_fps=1.0,
                          end_to_end_fps=1.0, manifest={"frames": 3})
 
-    monkeypatch.setattr(vos.run, "run_video", fake_run_video)
+    monkeypatch.setattr(vos.batch.worker, "run_video", fake_run_video)
     stage = object()
     worker = VideoWorker("ck", "cpu", stage=stage)
     rec = worker.process({"name": "a", "video": "/v.mp4", "text": ["a car"], "output": str(tmp_path),

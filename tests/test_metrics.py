@@ -1,4 +1,4 @@
-"""Tests of :mod:`vos.metrics`: hand-computed J, F, boundary maps and statistics, and bit-for-bit
+"""Tests of :mod:`vos.evaluation.metrics`: hand-computed J, F, boundary maps and statistics, and bit-for-bit
 agreement of the per-frame J and F with the independent ``vos-benchmark`` package (which reproduces
 the official DAVIS 2017 numbers) on generated label maps."""
 
@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from vos import metrics as M
+from vos.evaluation import metrics as M
 
 vb_evaluator = pytest.importorskip("vos_benchmark.evaluator")
 vb_utils = pytest.importorskip("vos_benchmark.utils")

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import CONFIGS
-from vos.davis import read_first_mask
-from vos.predictor import VideoPredictor
+from vos.labels import read_first_mask
+from vos.engine.predictor import VideoPredictor
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from PIL import Image
 
 from tests._media import encode_mp4
 from vos.cli import main as vos_main
-from vos.davis import davis_palette
-from vos.session import PromptMemory
+from vos.labels import davis_palette
+from vos.engine.session import PromptMemory
 
 
 def _davis(shared_data: Path, seq: str, root: str = "davis_sample"):
@@ -278,9 +278,9 @@ def test_config_file_defaults_and_flags(tmp_path):
     """defaults < --config file < flags; vos batch keys are accepted only where they apply."""
     from argparse import Namespace
 
-    from vos.batch import BATCH_DEFAULTS
+    from vos.commands.batch import BATCH_DEFAULTS
     from vos.errors import UserError
-    from vos.run import resolve_options
+    from vos.commands.options import resolve_options
 
     cfg = tmp_path / "vos.json"
     cfg.write_text(json.dumps({"context": 3, "per-object": True, "num_actors": 4, "max_retries": 0}))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vos.predictor import VideoPredictor
-from vos.session import ObjectIds, PromptMemory
+from vos.engine.predictor import VideoPredictor
+from vos.engine.session import ObjectIds, PromptMemory
 
 H, W = 4, 6
 

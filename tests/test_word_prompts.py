@@ -33,7 +33,7 @@ def frames(shared_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def threshold(clipseg_dir, frames) -> float:
     """A threshold at which both texts keep pixels on frame 0 (picked from the model's own scores)."""
-    from vos.clipseg import ClipSeg
+    from vos.prompts.clipseg import ClipSeg
 
     rgb = np.array(Image.open(frames / "00000.jpg").convert("RGB"))
     probs = ClipSeg.load(str(clipseg_dir), device="cpu").text_probabilities(rgb, TEXTS)
@@ -72,7 +72,7 @@ def test_run_text_equals_run_first_mask_of_vos_mask(tmp_path, frames, clipseg_di
 
 def test_run_classes_with_a_later_mask(tmp_path, frames, segformer_dir, tiny_hf_dir, shared_data):
     """--classes proposes frame 0; a --mask on a later frame still adds/corrects objects."""
-    from vos.segformer import Segformer
+    from vos.prompts.segformer import Segformer
 
     rgb = np.array(Image.open(frames / "00000.jpg").convert("RGB"))
     model = Segformer.load(str(segformer_dir), device="cpu")
@@ -123,9 +123,9 @@ def test_image_text_equals_image_with_the_proposed_prompt_mask(tmp_path, frames,
 
 
 def test_batch_worker_text_job_equals_run_first_mask(tmp_path, frames, clipseg_dir, tiny_hf_dir, threshold):
-    """A batch job with ``text`` (what vos.jobs reads from a JSONL manifest) runs on the worker with
+    """A batch job with ``text`` (what vos.datasets.job reads from a JSONL manifest) runs on the worker with
     its own proposer, exactly as vos run --first-mask of the proposed mask."""
-    from vos.worker import VideoWorker
+    from vos.batch.worker import VideoWorker
 
     worker = VideoWorker(str(tiny_hf_dir), "cpu")
     record = worker.process({"name": "w", "video": str(frames), "output": str(tmp_path / "batch"),

@@ -20,7 +20,7 @@ from pipelines.writers import (
     overlay_masks,
     temp_path_for,
 )
-from vos.davis import davis_palette
+from vos.labels import davis_palette
 
 PAL = davis_palette()
 
@@ -365,9 +365,9 @@ def test_png_writer_threads_keep_order_and_bytes(tmp_path):
 def _failing_atomic_write(monkeypatch, bad_name: str, delay: float = 0.0):
     import time
 
-    import pipelines.writers as writers
+    import pipelines.writers.base as writers_base
 
-    real = writers.atomic_write
+    real = writers_base.atomic_write
 
     def fake(path, data, **kw):
         time.sleep(delay)
@@ -375,7 +375,7 @@ def _failing_atomic_write(monkeypatch, bad_name: str, delay: float = 0.0):
             raise OSError(28, "No space left on device")
         return real(path, data, **kw)
 
-    monkeypatch.setattr(writers, "atomic_write", fake)
+    monkeypatch.setattr(writers_base, "atomic_write", fake)
 
 
 @pytest.mark.parametrize("workers", [0, 2])

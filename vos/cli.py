@@ -1,7 +1,8 @@
-"""The ``vos`` command line: ``vos run``, ``vos batch``, ``vos eval``, ``vos image`` and ``vos mask``.
+"""The ``vos`` command line: ``vos run``, ``vos batch``, ``vos eval``, ``vos image``, ``vos mask`` and ``vos app``.
 
-Only argparse is imported at start so that ``vos --help`` is instant; each subcommand imports its
-implementation module (and with it torch, av or ray) when it runs. Errors caused by bad input are
+Only argparse and the torch-free error and signal modules are imported at start so that ``vos
+--help`` is instant; each subcommand's module (:mod:`vos.commands`, and with it torch, av or ray) is
+imported when it runs. Errors caused by bad input are
 printed as one line ``vos <cmd>: error: <message>`` and exit with code 2; Ctrl-C and SIGTERM stop a
 command cleanly (:mod:`vos.signals`) with ``vos <cmd>: interrupted`` (130) or ``vos <cmd>:
 terminated`` (143).
@@ -12,6 +13,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
+
+from vos import __version__
+from vos.errors import user_errors
+from vos.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, sigterm_received, terminate_on_sigterm
 
 RUN_EPILOG = """\
 masks on any frame: --mask K:FILE gives the label map of frame K (0-based index in decoding order,
@@ -98,14 +104,12 @@ def _add_prompt_args(p: argparse.ArgumentParser, *, required: bool) -> argparse.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``vos`` argument parser with its five subcommands."""
+    """The ``vos`` argument parser with its six subcommands."""
     parser = argparse.ArgumentParser(
         prog="vos",
         description="Video object segmentation with SegGPT: give a video and its first frame's "
                     "mask (or a few words), get a DAVIS-format mask for every frame.",
     )
-    from vos import __version__
-
     parser.add_argument("--version", action="version", version=f"vos {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -223,12 +227,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="MASK.png", help="the mask PNG to write")
     p.add_argument("--overlay", default=None, metavar="PNG",
                    help="also write the frame with the coloured mask")
+    # ---- vos app ---------------------------------------------------------------------------
+    p = sub.add_parser(
+        "app", help="a web page to annotate, propagate, correct and export a video",
+        description="Serve a Gradio page to open a video, mark objects on any frame (paint, import "
+                    "a mask PNG, or words), propagate, correct and export, with the API endpoints "
+                    "/open_video, /add_mask, /propagate, /export and /export_videos. One model, "
+                    "loaded once, serves every browser tab; results equal vos run's. Needs the app "
+                    'extra: pip install "seggpt-vos[app]".')
+    p.add_argument("video", nargs="?", default=None, metavar="VIDEO",
+                   help="a video (file or frame folder) every new session opens at start")
+    p.add_argument("--max-pinned", type=int, default=None, metavar="P",
+                   help="annotated frames kept as prompts, the P most recent (default: 4)")
+    _add_model_args(p)
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                   help="interface to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, metavar="N", help="TCP port (default: 7860)")
+
     return parser
 
 
 # subcommand -> module whose ``main(args) -> int`` runs it (imported lazily)
-_COMMANDS = {"run": "vos.run", "batch": "vos.batch", "eval": "vos.evaluate", "image": "vos.image",
-             "mask": "vos.mask"}
+_COMMANDS = {name: f"vos.commands.{name}" for name in ("run", "batch", "eval", "image", "mask", "app")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,16 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    import warnings
-
     warnings.formatwarning = lambda message, category, *a, **k: f"vos {args.command}: warning: {message}\n"
-    from vos.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, sigterm_received, terminate_on_sigterm
-
     try:
         with terminate_on_sigterm():
+            # the command's module only now: `vos --help` and the parser need no torch, av or ray
             module = importlib.import_module(_COMMANDS[args.command])
-            from vos.errors import user_errors
-
             try:
                 return int(module.main(args) or 0)
             except user_errors() as exc:

@@ -23,6 +23,7 @@ Gradio is an optional dependency (the ``app`` extra): import this module only wh
 from __future__ import annotations
 
 import functools
+import inspect
 import shutil
 import tempfile
 import threading
@@ -36,8 +37,9 @@ import numpy as np
 from pipelines.errors import PipelineError
 from seggpt_model.errors import CheckpointError, one_line
 from vos.app.state import ModelHost, VideoState, ids_from_layers
-from vos.davis import davis_palette
 from vos.errors import UserError
+from vos.labels import davis_palette
+from vos.prompts.first_mask import MaskPrompt, propose_first_mask
 
 __all__ = ["build_app", "launch"]
 
@@ -77,8 +79,6 @@ def _errors_as_gradio(fn):
 
 
 def _is_generator(fn) -> bool:
-    import inspect
-
     return inspect.isgeneratorfunction(fn)
 
 
@@ -235,8 +235,6 @@ def build_app(host: ModelHost, video: str | None = None, *, idle_timeout: float 
         return describe(state), view(state, k), editor_value(state, state._check_frame(k), state.labels(k))
 
     def ui_propose(k, texts, state):
-        from vos.first_mask import MaskPrompt, propose_first_mask   # transformers is optional
-
         k = state._check_frame(k)
         names = tuple(t.strip() for t in (texts or "").split(",") if t.strip())
         prompt = MaskPrompt(texts=names).check()

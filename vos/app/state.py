@@ -35,14 +35,16 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.errors import VideoDecodeError
+from pipelines.model_stage import load_stage
 from pipelines.sources import Frame, open_source
 from pipelines.writers import MaskVideoWriter, OverlayVideoWriter, PalettePngWriter, overlay_masks
 from seggpt_model.config import DEFAULT_CHECKPOINT
 from seggpt_model.files import atomic_write
-from vos.davis import FirstMask, davis_palette, read_first_mask
+from vos.labels import FirstMask, davis_palette, read_first_mask
 from vos.errors import MaskError, UserError
-from vos.predictor import VideoPredictor
-from vos.session import DEFAULT_CONTEXT, DEFAULT_MAX_PINNED
+from vos.prompts.first_mask import FirstMaskProposer
+from vos.engine.predictor import VideoPredictor
+from vos.engine.session import DEFAULT_CONTEXT, DEFAULT_MAX_PINNED
 
 __all__ = ["AppSettings", "ModelHost", "SessionBusy", "VideoState", "ids_from_layers"]
 
@@ -78,8 +80,6 @@ class ModelHost:
     """
 
     def __init__(self, settings: AppSettings, stage=None) -> None:
-        from pipelines.model_stage import load_stage    # torch: only once a server is started
-
         self.settings = settings
         self.stage = stage if stage is not None else load_stage(settings.checkpoint, settings.device,
                                                                 settings.dtype)
@@ -87,14 +87,12 @@ class ModelHost:
         self._proposer = None
 
     def proposer(self):
-        """The word-prompt models (:class:`vos.first_mask.FirstMaskProposer`), created on first use.
+        """The word-prompt models (:class:`vos.prompts.first_mask.FirstMaskProposer`), created on first use.
 
         Raises:
             UserError: ``transformers`` is missing (names the ``prompts`` extra).
         """
         if self._proposer is None:
-            from vos.first_mask import FirstMaskProposer   # transformers is optional
-
             self._proposer = FirstMaskProposer(device=self.settings.device, dtype=self.settings.dtype)
         return self._proposer
 
