@@ -106,18 +106,18 @@ def assert_zip_equals_run(zip_path, ref: Path, frames: int) -> dict:
 
 @pytest.mark.slow
 def test_masks_propagate_correct_export_equal_vos_run(app_url, ckpt, shared_data, tmp_path):
-    video, masks = make_clip(shared_data, tmp_path / "clip", 8, (320, 180))
+    video, masks = make_clip(shared_data, tmp_path / "clip", 6, (320, 180), masks=(2, 4))
     c = Client(app_url, verbose=False)
-    assert c.predict(handle_file(str(video)), api_name="/open_video") == {"frames": 8, "width": 320, "height": 180}
+    assert c.predict(handle_file(str(video)), api_name="/open_video") == {"frames": 6, "width": 320, "height": 180}
     assert c.predict(2, handle_file(str(masks[2])), api_name="/add_mask") == {"frame": 2, "objects": [1]}
     first = c.predict(api_name="/propagate")
-    assert first["frames"] == 8 and first["seconds"] > 0
-    # a correction on frame 5 after propagating: only frames 5..7 are done again
-    assert c.predict(5, handle_file(str(masks[5])), api_name="/add_mask") == {"frame": 5, "objects": [1]}
-    assert c.predict(api_name="/propagate")["frames"] == 3
+    assert first["frames"] == 6 and first["seconds"] > 0
+    # a correction on frame 4 after propagating: only frames 4 and 5 are done again
+    assert c.predict(4, handle_file(str(masks[4])), api_name="/add_mask") == {"frame": 4, "objects": [1]}
+    assert c.predict(api_name="/propagate")["frames"] == 2
     assert c.predict(api_name="/propagate")["frames"] == 0          # nothing pending
     ref = vos_run(ckpt, video, masks, tmp_path / "out")
-    manifest = assert_zip_equals_run(c.predict(api_name="/export"), ref, 8)
+    manifest = assert_zip_equals_run(c.predict(api_name="/export"), ref, 6)
     expected = json.loads((ref / "manifest.json").read_text())
     assert manifest["annotations"] == [{"frame": a["frame"], "objects": a["objects"]}
                                        for a in expected["annotations"]]
@@ -128,7 +128,7 @@ def test_masks_propagate_correct_export_equal_vos_run(app_url, ckpt, shared_data
 
     with av.open(mask_video) as f:
         labels = [np.array(fr.to_ndarray()) for fr in f.decode(video=0)]
-    assert len(labels) == 8 and np.array_equal(labels[3], np.array(Image.open(ref / "00003.png")))
+    assert len(labels) == 6 and np.array_equal(labels[3], np.array(Image.open(ref / "00003.png")))
     with av.open(overlay) as f:
         assert f.streams.video[0].codec_context.name == "h264"
 
@@ -137,8 +137,8 @@ def test_masks_propagate_correct_export_equal_vos_run(app_url, ckpt, shared_data
 def test_two_clients_at_once_stay_apart(app_url, ckpt, shared_data, tmp_path):
     """Two sessions propagate at the same time (their model calls interleave frame by frame); each
     gets its own video's result, equal to vos run with both masks given at once."""
-    clips = {"a": make_clip(shared_data, tmp_path / "a", 6, (320, 180), masks=(0, 3)),
-             "b": make_clip(shared_data, tmp_path / "b", 4, (192, 108), masks=(1,))}
+    clips = {"a": make_clip(shared_data, tmp_path / "a", 4, (320, 180), masks=(0, 2)),
+             "b": make_clip(shared_data, tmp_path / "b", 3, (192, 108), masks=(1,))}
     results: dict[str, object] = {}
 
     def session(name):
@@ -158,10 +158,10 @@ def test_two_clients_at_once_stay_apart(app_url, ckpt, shared_data, tmp_path):
         t.start()
     for t in threads:
         t.join(timeout=300)
-    assert results["a_open"] == {"frames": 6, "width": 320, "height": 180}
-    assert results["b_open"] == {"frames": 4, "width": 192, "height": 108}
-    assert results["a_prop"]["frames"] == 6 and results["b_prop"]["frames"] == 4
-    for name, frames in (("a", 6), ("b", 4)):
+    assert results["a_open"] == {"frames": 4, "width": 320, "height": 180}
+    assert results["b_open"] == {"frames": 3, "width": 192, "height": 108}
+    assert results["a_prop"]["frames"] == 4 and results["b_prop"]["frames"] == 3
+    for name, frames in (("a", 4), ("b", 3)):
         assert not isinstance(results[name], BaseException), results[name]
         video, masks = clips[name]
         ref = vos_run(ckpt, video, masks, tmp_path / f"out_{name}")

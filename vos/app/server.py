@@ -116,13 +116,13 @@ class _SessionState(VideoState):
     """A :class:`VideoState` that registers each per-session copy (``gr.State`` deep-copies its
     default for every session) and remembers which object each editor layer is."""
 
-    def __init__(self, sessions: _Sessions) -> None:
-        super().__init__(sessions.root)
+    def __init__(self, sessions: _Sessions, default_video: str | None) -> None:
+        super().__init__(sessions.root, default_video)
         self.sessions = sessions
         self.layer_ids: list[int] = []
 
     def __deepcopy__(self, memo):
-        state = _SessionState(self.sessions)
+        state = _SessionState(self.sessions, self.default_video)
         self.sessions.add(state)
         return state
 
@@ -286,7 +286,7 @@ def build_app(host: ModelHost, video: str | None = None, *, idle_timeout: float 
         return state.propagate_all(host)
 
     with gr.Blocks(title="seggpt-vos", delete_cache=(600, int(idle_timeout))) as demo:
-        state = gr.State(_SessionState(sessions), delete_callback=lambda s: s.close())
+        state = gr.State(_SessionState(sessions, video), delete_callback=lambda s: s.close())
         gr.Markdown("## seggpt-vos: video object segmentation with SegGPT\n"
                     "Open a video, mark the objects on any frame (paint one layer per object, import "
                     "a mask PNG, or propose one from words), propagate, correct a frame, export.")
@@ -356,7 +356,7 @@ def build_app(host: ModelHost, video: str | None = None, *, idle_timeout: float 
         stop_btn.click(guarded(ui_stop), [state], None, queue=False, **ui)
         export_btn.click(guarded(ui_export), [state], zip_file, **ui)
         videos_btn.click(guarded(ui_export_videos), [state], video_files, **ui)
-        if video is not None:
+        if video is not None:         # the page shows it at once (API sessions open it on first use)
             demo.load(guarded(lambda s: ui_open([video], s)), [state], [info, slider, image, editor], **ui)
 
     demo.vos_sessions = sessions

@@ -143,10 +143,12 @@ class VideoState:
 
     Args:
         root: where session folders are made (default: the system's temporary folder).
+        default_video: opened on first use when no video was opened (``vos app VIDEO``).
     """
 
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
+    def __init__(self, root: str | os.PathLike | None = None, default_video: str | None = None) -> None:
         self.root = None if root is None else Path(root)
+        self.default_video = default_video
         self.folder: Path | None = None
         self.name = ""
         self.video = ""
@@ -163,7 +165,7 @@ class VideoState:
         self.closed = False
 
     def __deepcopy__(self, memo):             # gr.State copies its default for each session
-        return VideoState(self.root)
+        return VideoState(self.root, self.default_video)
 
     # -- files ----------------------------------------------------------------------------------
     def _path(self, kind: str, k: int) -> Path:
@@ -173,8 +175,11 @@ class VideoState:
         atomic_write(self._path(kind, k), lambda f: np.save(f, array, allow_pickle=False), fsync=False)
 
     def _need_video(self) -> None:
+        if self.folder is None and self.default_video is not None and not self.closed:
+            self.open(self.default_video)
         if self.folder is None:
-            raise UserError("no video open: open a video first")
+            raise UserError("no video open: open a video first" if not self.closed else
+                            "this session was closed after being idle: open the video again")
 
     def _check_frame(self, k) -> int:
         self._need_video()
@@ -374,9 +379,13 @@ class VideoState:
         start = max(self.forward_from, first)
         if start >= self.num_frames and self.backward_done:
             return
-        if start > first:
+        if start > first:                      # a correction after A, or going on after Stop
             with host.lock:
                 p.resume(start, self._resume_data)
+            if not self.backward_done:
+                yield from self._backward(p, host, first)
+                if not self.backward_done:
+                    return
         for k in range(start, self.num_frames):
             if self.stop.is_set():
                 return
@@ -390,12 +399,10 @@ class VideoState:
             self.done[k] = True
             self.forward_from = k + 1
             yield k
-            if k == start and not self.backward_done:
+            if k == first and not self.backward_done:     # frames A-1..0 right after A, as vos run
                 yield from self._backward(p, host, first)
                 if not self.backward_done:
                     return
-        if not self.backward_done:             # resumed past A with frames before A still pending
-            yield from self._backward(p, host, first)
 
     def _backward(self, p: VideoPredictor, host: ModelHost, first: int) -> Iterator[int]:
         order = range(first - 1, -1, -1)
