@@ -70,15 +70,21 @@ def ckpt(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_url(ckpt):
+def app(ckpt):
+    """``(url, host, demo)`` of the app served for this module's tests."""
     from vos.app.server import launch
     from vos.app.state import AppSettings, ModelHost
 
     host = ModelHost(AppSettings(checkpoint=str(ckpt), device="cpu", dtype="float32", context=CONTEXT))
     demo, url = launch(host, server_name="127.0.0.1", port=free_port(), block=False, quiet=True)
-    yield url
+    yield url, host, demo
     demo.close()
     demo.vos_sessions.close_all()
+
+
+@pytest.fixture(scope="module")
+def app_url(app):
+    return app[0]
 
 
 def vos_run(ckpt, video: Path, masks: dict[int, Path], out: Path) -> Path:
@@ -200,3 +206,51 @@ def test_bad_input_gives_errors_and_the_session_stays_usable(app_url, shared_dat
     assert c.predict(api_name="/propagate")["frames"] == 3
     with zipfile.ZipFile(c.predict(api_name="/export")) as z:
         assert len([n for n in z.namelist() if n.endswith(".png")]) == 3
+
+
+def test_stop_ends_propagate_between_frames_and_propagate_goes_on(app, shared_data, tmp_path):
+    """/stop from the same client while its /propagate waits for the model: one frame is done, the
+    rest comes with the next /propagate (the model lock held by the test makes it deterministic)."""
+    import time
+
+    url, host, demo = app
+    video, masks = make_clip(shared_data, tmp_path / "clip", 3, (96, 54), masks=(0,))
+    c = Client(url, verbose=False)
+    c.predict(handle_file(str(video)), api_name="/open_video")
+    c.predict(0, handle_file(str(masks[0])), api_name="/add_mask")
+    assert c.predict(api_name="/stop") == {"stopping": False}
+    with host.lock:
+        job = c.submit(api_name="/propagate")
+        deadline = time.monotonic() + 60
+        while not any(s.busy.locked() for s in list(demo.vos_sessions._states)):
+            assert time.monotonic() < deadline, "propagate did not start"
+            time.sleep(0.05)
+        assert c.predict(api_name="/stop") == {"stopping": True}
+    assert job.result(timeout=120)["frames"] == 1
+    assert c.predict(api_name="/propagate")["frames"] == 2
+    with zipfile.ZipFile(c.predict(api_name="/export")) as z:
+        assert len([n for n in z.namelist() if n.endswith(".png")]) == 3
+
+
+def test_words_propose_a_mask_into_the_editor(ckpt, clipseg_dir, shared_data, tmp_path):
+    """The Words tab: CLIPSeg (a tiny random one) proposes one editor layer per text on the frame,
+    the objects apart (how layers become ids: tests/test_app_state.py)."""
+    from vos.app.server import launch
+    from vos.app.state import AppSettings, ModelHost
+
+    host = ModelHost(AppSettings(checkpoint=str(ckpt), device="cpu", dtype="float32", context=CONTEXT,
+                                 text_model=str(clipseg_dir)))
+    demo, url = launch(host, server_name="127.0.0.1", port=free_port(), block=False, quiet=True)
+    try:
+        video, _ = make_clip(shared_data, tmp_path / "clip", 2, (192, 108), masks=())
+        c = Client(url, verbose=False)
+        c.predict(handle_file(str(video)), api_name="/open_video")
+        update = c.predict(1, "car, road", api_name="/ui_propose")     # the editor's new value
+        assert update["layers"]["layers"] == ["object 1", "object 2"]
+        layers = [np.array(Image.open(f)) for f in update["value"]["layers"]]
+        assert len(layers) == 2 and all(layer.shape == (108, 192, 4) for layer in layers)
+        painted = [layer[..., 3] > 127 for layer in layers]
+        assert all(p.any() for p in painted) and not (painted[0] & painted[1]).any()
+    finally:
+        demo.close()
+        demo.vos_sessions.close_all()

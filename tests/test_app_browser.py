@@ -26,7 +26,7 @@ from tests.test_app_api import CONTEXT, free_port, make_clip  # noqa: E402
 CHROMIUM = os.environ.get("VOS_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-TIMEOUT_MS = 60_000
+TIMEOUT_MS = 90_000
 
 
 @pytest.fixture(scope="session")

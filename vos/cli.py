@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", metavar="ADDR",
                    help="interface to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860, metavar="N", help="TCP port (default: 7860)")
+    p.add_argument("--text-model", default=None, metavar="ID_OR_PATH",
+                   help="CLIPSeg checkpoint for the page's word prompts (default: "
+                        "CIDAS/clipseg-rd64-refined; needs the prompts extra)")
 
     return parser
 

@@ -13,6 +13,8 @@ API (``gradio_client.Client(url).predict(..., api_name=...)``; state is per clie
 * ``/propagate() -> {"frames": N, "seconds": S}`` (runs what is pending, blocking until done)
 * ``/export() -> file`` (the zip)
 * ``/export_videos() -> [overlay.mp4, masks.mkv]``
+* ``/stop() -> {"stopping": bool}`` (ends a running ``/propagate`` of the same session between two
+  frames, keeping the frames done; a later ``/propagate`` goes on from there)
 
 Bad input raises :class:`gradio.Error` with the one-line message of the project's errors (a toast in
 the page, an error through the API); the session's state is left as it was.
@@ -237,7 +239,7 @@ def build_app(host: ModelHost, video: str | None = None, *, idle_timeout: float 
     def ui_propose(k, texts, state):
         k = state._check_frame(k)
         names = tuple(t.strip() for t in (texts or "").split(",") if t.strip())
-        prompt = MaskPrompt(texts=names).check()
+        prompt = MaskPrompt(texts=names, text_model=host.settings.text_model).check()
         with host.lock:
             labels, _ = propose_first_mask(state.frame(k), prompt, proposer=host.proposer(),
                                            where=f"frame {k}")
@@ -264,8 +266,10 @@ def build_app(host: ModelHost, video: str | None = None, *, idle_timeout: float 
         yield (f"{n} frames in {secs:.1f} s, {n / max(secs, 1e-9):.2f} frames/s{stopped}.",
                view(state, k), describe(state))
 
-    def ui_stop(state):
+    def stop(state):
+        busy = state.busy.locked()
         state.stop.set()
+        return {"stopping": busy}
 
     def ui_export(state):
         return str(state.export_zip(host))
@@ -340,20 +344,22 @@ def build_app(host: ModelHost, video: str | None = None, *, idle_timeout: float 
                     ("add_mask", api_add_mask, [api_frame, api_mask, state], api_json),
                     ("propagate", api_propagate, [state], api_json),
                     ("export", ui_export, [state], api_file),
-                    ("export_videos", ui_export_videos, [state], api_files)):
+                    ("export_videos", ui_export_videos, [state], api_files),
+                    ("stop", stop, [state], api_json)):
                 gr.Button(visible=False).click(guarded(fn), inputs, outputs, api_name=name,
                                                concurrency_limit=None)
 
         ui = dict(api_visibility="undocumented", concurrency_limit=None)
         open_btn.click(guarded(ui_open), [files, state], [info, slider, image, editor], **ui)
-        slider.change(guarded(ui_show), [slider, state], image, show_progress="hidden", **ui)
+        slider.change(guarded(ui_show), [slider, state], image, show_progress="hidden",
+                      trigger_mode="always_last", **ui)
         edit_btn.click(guarded(ui_edit), [slider, state], editor, **ui)
         apply_btn.click(guarded(ui_apply), [slider, editor, state], [info, image], **ui)
         import_btn.click(guarded(ui_import), [slider, mask_file, state], [info, image, editor], **ui)
         propose_btn.click(guarded(ui_propose), [slider, texts, state], editor, **ui)
         remove_btn.click(guarded(ui_remove), [slider, state], [info, image], **ui)
         prop_btn.click(guarded(ui_propagate), [slider, state], [status, image, info], **ui)
-        stop_btn.click(guarded(ui_stop), [state], None, queue=False, **ui)
+        stop_btn.click(guarded(stop), [state], None, **ui)
         export_btn.click(guarded(ui_export), [state], zip_file, **ui)
         videos_btn.click(guarded(ui_export_videos), [state], video_files, **ui)
         if video is not None:         # the page shows it at once (API sessions open it on first use)

@@ -65,6 +65,7 @@ class AppSettings:
     dtype: str | None = "auto"
     context: int = DEFAULT_CONTEXT
     max_pinned: int = DEFAULT_MAX_PINNED
+    text_model: str | None = None        # CLIPSeg for word prompts (None: vos mask's default)
 
 
 class ModelHost:

@@ -38,7 +38,8 @@ def main(args) -> int:
     if not opts["quiet"]:
         print(f"vos app: loading SegGPT checkpoint {opts['checkpoint'] or DEFAULT_CHECKPOINT}", flush=True)
     host = ModelHost(AppSettings(checkpoint=opts["checkpoint"], device=opts["device"], dtype=opts["dtype"],
-                                 context=opts["context"], max_pinned=opts["max_pinned"]))
+                                 context=opts["context"], max_pinned=opts["max_pinned"],
+                                 text_model=args.text_model))
     try:
         launch(host, args.video, server_name=args.host, port=args.port, quiet=opts["quiet"])
     except OSError as exc:
