@@ -254,3 +254,30 @@ def test_words_propose_a_mask_into_the_editor(ckpt, clipseg_dir, shared_data, tm
     finally:
         demo.close()
         demo.vos_sessions.close_all()
+
+
+@pytest.mark.slow
+def test_correction_in_the_editor_equals_vos_run_with_that_mask(app_url, ckpt, shared_data, tmp_path):
+    """Review and correct: frame 3 opens in the editor with its prediction as layers; applying them
+    makes it an annotation and re-propagates frames 3 and 4 only; the result is vos run with the
+    masks of frames 0 and 3 (the latter as the prediction's PNG)."""
+    video, masks = make_clip(shared_data, tmp_path / "clip", 5, (192, 108), masks=(0,))
+    c = Client(app_url, verbose=False)
+    c.predict([handle_file(str(video))], api_name="/ui_open")       # the page's Open button
+    c.predict(0, handle_file(str(masks[0])), api_name="/add_mask")
+    c.predict(api_name="/propagate")
+    with zipfile.ZipFile(c.predict(api_name="/export")) as z:
+        before = {n: z.read(n) for n in z.namelist() if n.endswith(".png")}
+    fix = tmp_path / "fix3.png"
+    fix.write_bytes(before["00003.png"])
+    update = c.predict(3, api_name="/ui_edit")
+    assert update["layers"]["layers"] == ["object 1"]
+    value = {"background": handle_file(update["value"]["background"]), "composite": None,
+             "layers": [handle_file(f) for f in update["value"]["layers"]]}
+    status, _, info = c.predict(3, value, api_name="/ui_apply")
+    assert status.startswith("2 frames in") and "frame 3: objects [1]" in info
+    after = c.predict(api_name="/export")
+    with zipfile.ZipFile(after) as z:
+        assert all(z.read(f"{k:05d}.png") == before[f"{k:05d}.png"] for k in range(4))
+    ref = vos_run(ckpt, video, {0: masks[0], 3: fix}, tmp_path / "out")
+    assert_zip_equals_run(after, ref, 5)

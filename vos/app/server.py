@@ -223,12 +223,17 @@ def build_app(host: ModelHost, video: str | None = None, *, idle_timeout: float 
         k = state._check_frame(k)
         return editor_value(state, k, state.labels(k))
 
-    def ui_apply(k, value, state):
+    def ui_apply(k, value, state, progress=gr.Progress()):
+        """The editor's layers become frame k's mask; after a propagation, the frames from k on
+        (or all, for a new earliest mask) are segmented again at once."""
         k = state._check_frame(k)
         layers = (value or {}).get("layers") or []
         ids = ids_from_layers(layers, state.layer_ids, (state.width, state.height))
+        propagated = bool(state.done.any())
         state.add_mask(k, ids)
-        return describe(state), view(state, k)
+        yield gr.skip(), view(state, k), describe(state)
+        if propagated:
+            yield from ui_propagate(k, state, progress)
 
     def ui_import(k, path, state):
         if not path:
@@ -354,7 +359,7 @@ def build_app(host: ModelHost, video: str | None = None, *, idle_timeout: float 
         slider.change(guarded(ui_show), [slider, state], image, show_progress="hidden",
                       trigger_mode="always_last", **ui)
         edit_btn.click(guarded(ui_edit), [slider, state], editor, **ui)
-        apply_btn.click(guarded(ui_apply), [slider, editor, state], [info, image], **ui)
+        apply_btn.click(guarded(ui_apply), [slider, editor, state], [status, image, info], **ui)
         import_btn.click(guarded(ui_import), [slider, mask_file, state], [info, image, editor], **ui)
         propose_btn.click(guarded(ui_propose), [slider, texts, state], editor, **ui)
         remove_btn.click(guarded(ui_remove), [slider, state], [info, image], **ui)
