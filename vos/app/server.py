@@ -294,7 +294,7 @@ def build_app(host: ModelHost, video: str | None = None, *, idle_timeout: float 
     def api_propagate(state):
         return state.propagate_all(host)
 
-    with gr.Blocks(title="seggpt-vos", delete_cache=(600, int(idle_timeout))) as demo:
+    with gr.Blocks(title="seggpt-vos", delete_cache=(600, int(idle_timeout)), analytics_enabled=False) as demo:
         state = gr.State(_SessionState(sessions, video), delete_callback=lambda s: s.close())
         gr.Markdown("## seggpt-vos: video object segmentation with SegGPT\n"
                     "Open a video, mark the objects on any frame (paint one layer per object, import "
