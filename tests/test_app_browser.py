@@ -19,10 +19,12 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
-pytest.importorskip("pytest_playwright", reason="playwright is not installed (pip install playwright pytest-playwright)")
+pytest.importorskip("pytest_playwright", reason="pytest-playwright is not installed (pip install playwright "
+                    "pytest-playwright)")
 
-from tests.test_app_api import CONTEXT, free_port, make_clip  # noqa: E402
+from tests._app import free_port, make_clip  # noqa: E402
 
+CONTEXT = 3
 CHROMIUM = os.environ.get("VOS_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests._app import free_port, make_clip
 from tests.conftest import CONFIGS, REPO
-from tests.test_app_api import free_port, make_clip
 from vos.app.state import AppSettings, ModelHost, VideoState, ids_from_layers
 from vos.cli import main as vos_main
 from vos.engine.video import run_video

@@ -40,11 +40,11 @@ from pipelines.sources import Frame, open_source
 from pipelines.writers import MaskVideoWriter, OverlayVideoWriter, PalettePngWriter, overlay_masks
 from seggpt_model.config import DEFAULT_CHECKPOINT
 from seggpt_model.files import atomic_write
-from vos.labels import FirstMask, davis_palette, read_first_mask
-from vos.errors import MaskError, UserError
-from vos.prompts.first_mask import FirstMaskProposer
 from vos.engine.predictor import VideoPredictor
 from vos.engine.session import DEFAULT_CONTEXT, DEFAULT_MAX_PINNED
+from vos.errors import MaskError, UserError
+from vos.labels import FirstMask, davis_palette, read_first_mask
+from vos.prompts.first_mask import FirstMaskProposer
 
 __all__ = ["AppSettings", "ModelHost", "SessionBusy", "VideoState", "ids_from_layers"]
 
