@@ -37,6 +37,7 @@ import gradio as gr
 import numpy as np
 
 from pipelines.errors import PipelineError
+from pipelines.writers import overlay_masks
 from seggpt_model.errors import CheckpointError, one_line
 from vos.app.state import ModelHost, VideoState, ids_from_layers
 from vos.errors import UserError
@@ -207,7 +208,9 @@ def build_app(host: ModelHost, video: str | None = None, *, idle_timeout: float 
             layers.append(layer)
         state.layer_ids = ids
         names = [f"object {i}" for i in ids]
-        return gr.ImageEditor(value={"background": rgb, "layers": layers, "composite": None},
+        # the composite too: Gradio 6's editor shows it at once (layers given alone stay unseen)
+        composite = rgb if labels is None else overlay_masks(rgb, labels, palette, alpha=0.6, contours=False)
+        return gr.ImageEditor(value={"background": rgb, "layers": layers, "composite": composite},
                               layers=gr.LayerOptions(layers=names, allow_additional_layers=True))
 
     # -- UI handlers ----------------------------------------------------------------------------
