@@ -182,7 +182,7 @@ def test_davis_root_discovery(data, tmp_path):
     root = _davis_root(tmp_path / "d", {"b": (1, 0), "a": (1, 0)})
     (root / "ImageSets" / "2017" / "val.txt").unlink()
     assert [j.name for j in discover_jobs(root)[0]] == ["a", "b"]
-    with pytest.raises(UserError, match="not a DAVIS root"):
+    with pytest.raises(UserError, match="no dataset layout recognised"):
         discover_jobs(tmp_path)
     with pytest.raises(UserError, match="no such file"):
         discover_jobs(tmp_path / "nope")

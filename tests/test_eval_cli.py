@@ -500,20 +500,21 @@ def test_threads_in_parent_use_forkserver(tmp_path):
     # with another thread alive the pool must not fork this process; numbers are unchanged
     import threading
 
-    from vos.evaluation.davis2017 import _chunks, _plan
+    from vos.evaluation.common import split_chunks
+    from vos.evaluation.davis2017 import _plan
 
     gt, r = gen_sequence(40, 60, 20, 2, 9)
     root = make_root(tmp_path / "davis", {"s": gt})
     res = tmp_path / "res"
     write_sequence(res / "s", r)
-    assert len(_chunks(_plan(root, res, ["s"], "val"), 2)) == 2   # really runs a pool
+    assert len(split_chunks(_plan(root, res, ["s"], "val"), 2)) == 2   # really runs a pool
     ref = evaluate_davis(root, res, workers=1)
     stop = threading.Event()
     th = threading.Thread(target=stop.wait, daemon=True)
     th.start()
     try:
-        from vos.evaluation.davis2017 import _mp_context
-        assert _mp_context().get_start_method() == "forkserver"
+        from vos.evaluation.common import mp_context
+        assert mp_context().get_start_method() == "forkserver"
         assert evaluate_davis(root, res, workers=2) == ref
     finally:
         stop.set()

@@ -81,8 +81,9 @@ def _finished(out: Path, job: Job, frames: int = 2) -> dict:
     for i in range(frames):
         (folder / f"{i:05d}.png").write_bytes(b"png")
     settings = {"checkpoint": "ck", "context": 2, "per_object": False}
-    (folder / "manifest.json").write_text(json.dumps({"video": job.video, "frames": frames,
-                                                      "settings": settings}))
+    (folder / "manifest.json").write_text(json.dumps({
+        "video": job.video, "frames": frames, "settings": settings,
+        "frame_list": [{"index": i, "file": f"{i:05d}.png"} for i in range(frames)]}))
     return {"name": job.name, "status": "ok", "frames": frames, **job.prompt()}
 
 
@@ -112,6 +113,24 @@ def test_resume_compares_the_prompt(tmp_path):
     entry = _finished(out, old)
     assert entry.keys() == {"name", "status", "frames", "first_mask"}
     assert output_complete(old, entry, out, settings)
+    # a missing file of the frame list: not complete
+    (out / "o" / "00001.png").unlink()
+    assert not output_complete(old, entry, out, settings)
+    # dataset-layout prompts (stems, object filter, frames to write) are compared too
+    yt = Job("y", str(tmp_path / "y"), None, stem_masks={"00005": "a.png"}, mask_objects={"00005": (2,)},
+             write_stems=("00005", "00010"), backward=False)
+    entry = _finished(out, yt)
+    log = BatchLog(out / "batch_manifest.jsonl", [entry])
+    log.close()
+    entry = read_batch_manifest(out / "batch_manifest.jsonl")["y"]
+    assert output_complete(yt, entry, out, settings)
+    for changed in (Job("y", yt.video, None, stem_masks=yt.stem_masks, mask_objects={"00005": (3,)},
+                        write_stems=yt.write_stems, backward=False),
+                    Job("y", yt.video, None, stem_masks=yt.stem_masks, mask_objects=yt.mask_objects,
+                        write_stems=("00005",), backward=False),
+                    Job("y", yt.video, None, stem_masks=yt.stem_masks, mask_objects=yt.mask_objects,
+                        write_stems=yt.write_stems)):
+        assert not output_complete(changed, entry, out, settings), changed
 
 
 def test_failed_record_is_one_schema(tmp_path):

@@ -1,4 +1,4 @@
-"""The ``vos`` command line: ``vos run``, ``vos batch``, ``vos eval``, ``vos image`` and ``vos mask``.
+"""The ``vos`` command line: ``vos run``, ``vos batch``, ``vos eval``, ``vos image``, ``vos mask`` and ``vos app``.
 
 Only argparse and the torch-free error and signal modules are imported at start so that ``vos
 --help`` is instant; each subcommand's module (:mod:`vos.commands`, and with it torch, av or ray) is
@@ -54,6 +54,29 @@ examples:
 """
 
 
+EVAL_EPILOG = """\
+protocols (J region similarity = IoU, F boundary F-measure within ceil(0.008 * diagonal) pixels;
+scores are fractions in [0, 1]):
+  davis2017  the official DAVIS 2017 semi-supervised evaluation of --davis-root: the objects are
+             ids 1..N of the first frame, 255 is void (background), the first and last frames
+             are not scored; J and F with Mean, Recall and Decay, averaged over objects.
+  sav        SAM 2's SA-V evaluator (vos-benchmark) on --gt-root: GT/<video>/<object>/<frame>.png
+             binary masks (SA-V; results R/<video>/<object>/<frame>.png) or GT/<video>/<frame>.png
+             id maps (MOSE, LVOS, YouTube-VOS train, DAVIS). Every id of the scored ground truth
+             is an object (255 too), scored from the frame where it is first seen (in the ground
+             truth or the results); the first and last frames of each object folder (SA-V) or
+             video are not scored unless --keep-first-last; J, F and J&F are means over all
+             objects of all videos. With --davis-root it reads ROOT/Annotations/480p and the
+             --set list.
+
+examples:
+  vos eval --davis-root DAVIS --results results/davis --json davis.json
+  vos eval --protocol sav --gt-root sav_val/Annotations_6fps --results results/sav_val --json sav.json
+  vos eval --protocol sav --gt-root MOSE/train/Annotations --results results/mose_train
+  vos eval --protocol sav --davis-root DAVIS --results results/davis
+"""
+
+
 def _add_device_args(p: argparse.ArgumentParser, what: str = "the models") -> None:
     p.add_argument("--device", default=None, metavar="auto|cpu|cuda|cuda:N",
                    help=f"device for {what} (default: auto = cuda if available, else cpu)")
@@ -104,7 +127,7 @@ def _add_prompt_args(p: argparse.ArgumentParser, *, required: bool) -> argparse.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``vos`` argument parser with its five subcommands."""
+    """The ``vos`` argument parser with its six subcommands."""
     parser = argparse.ArgumentParser(
         prog="vos",
         description="Video object segmentation with SegGPT: give a video and its first frame's "
@@ -153,9 +176,22 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- vos batch -------------------------------------------------------------------------
     p = sub.add_parser(
         "batch", help="segment many videos on a Ray cluster",
-        description="Fan a DAVIS-layout root or a manifest (JSONL or CSV with columns video, "
-                    "first_mask, optional name) out over Ray actors, one SegGPT model per actor.")
-    p.add_argument("source", metavar="SOURCE", help="DAVIS root or manifest (.jsonl / .csv)")
+        description="Fan a dataset split or a manifest (JSONL or CSV with columns video, "
+                    "first_mask, optional name) out over Ray actors, one SegGPT model per actor. "
+                    "Dataset layouts, detected from what the root holds: davis (Annotations/480p), "
+                    "youtube-vos (meta.json, JPEGImages, Annotations; 2018 and 2019), lvos "
+                    "(*_meta.json, JPEGImages, Annotations; v1 and v2), sa-v (JPEGImages_24fps, "
+                    "Annotations_6fps), mose (JPEGImages, Annotations: also DAVIS test-dev exports).")
+    p.add_argument("source", metavar="SOURCE",
+                   help="dataset root (davis, youtube-vos, mose, sa-v, lvos) or manifest (.jsonl / .csv)")
+    p.add_argument("--layout", default=None, choices=["davis", "youtube-vos", "mose", "sa-v", "lvos"],
+                   help="the dataset layout of SOURCE (default: detected from what it holds)")
+    p.add_argument("--all-frames", default=None, metavar="DIR",
+                   help="youtube-vos/lvos: folder of every frame of each video (DIR/VIDEO/STEM.jpg) "
+                        "to propagate over; only the split's frames are written")
+    p.add_argument("--submission", default=None, metavar="FILE.zip",
+                   help="pack the results as the benchmark server wants them (youtube-vos, lvos: "
+                        "Annotations/VIDEO/; davis test-dev, mose: VIDEO/ at the root)")
     p.add_argument("--output", default=None, metavar="DIR", help="output root (default: results)")
     p.add_argument("--address", default=None, metavar="auto|ray://HOST:PORT",
                    help="join this Ray cluster (default: start a local one)")
@@ -174,21 +210,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     # ---- vos eval --------------------------------------------------------------------------
     p = sub.add_parser(
-        "eval", help="DAVIS J&F evaluation (semi-supervised), identical to the official evaluator",
-        description="Score a results folder against DAVIS ground truth with the official DAVIS "
-                    "2017 semi-supervised J&F protocol. Only Annotations/480p is read.")
-    p.add_argument("--davis-root", required=True, metavar="ROOT", help="DAVIS root folder")
+        "eval", help="J&F evaluation: the official DAVIS 2017 protocol or SAM 2's SA-V protocol",
+        description="Score a results folder against ground truth with the official DAVIS 2017\n"
+                    "semi-supervised J&F protocol (--davis-root; only Annotations/480p is read) or\n"
+                    "with the protocol of SAM 2's SA-V evaluator, vos-benchmark (--gt-root: SA-V,\n"
+                    "MOSE, LVOS, YouTube-VOS train).",
+        epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--protocol", default=None, choices=["davis2017", "sav"],
+                   help="davis2017 (the default with --davis-root) or sav (the default with "
+                        "--gt-root); see below")
+    p.add_argument("--davis-root", default=None, metavar="ROOT",
+                   help="DAVIS root folder (ground truth in ROOT/Annotations/480p)")
+    p.add_argument("--gt-root", default=None, metavar="GT",
+                   help="sav: folder of ground-truth video folders, GT/<video>/<object>/<frame>.png "
+                        "(SA-V) or GT/<video>/<frame>.png (id maps)")
     p.add_argument("--results", required=True, metavar="DIR",
-                   help="results folder with one sub-folder of palette PNGs per sequence")
-    p.add_argument("--set", dest="subset", default="val", choices=["val", "train", "test-dev"],
-                   help="image set (default: val)")
-    p.add_argument("--year", default="2017", choices=["2017", "2016"], help="DAVIS year (default: 2017)")
-    p.add_argument("--sequences", nargs="+", default=None, metavar="S", help="evaluate only these")
+                   help="results folder, one sub-folder per video shaped like the ground truth")
+    p.add_argument("--keep-first-last", action="store_true",
+                   help="sav: also score the first and last annotated frame of each object")
+    p.add_argument("--set", dest="subset", default=None, choices=["val", "train", "test-dev"],
+                   help="DAVIS image set (default: val)")
+    p.add_argument("--year", default=None, choices=["2017", "2016"],
+                   help="DAVIS year (default: 2017)")
+    p.add_argument("--sequences", nargs="+", default=None, metavar="S",
+                   help="evaluate only these sequences / videos")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="worker processes (default: all cores)")
     p.add_argument("--json", default=None, metavar="PATH", help="write all results as JSON")
     p.add_argument("--csv-dir", default=None, metavar="DIR",
-                   help="write global_results-<set>.csv and per-sequence_results-<set>.csv")
+                   help="davis2017: write global_results-<set>.csv and "
+                        "per-sequence_results-<set>.csv")
 
     # ---- vos image -------------------------------------------------------------------------
     p = sub.add_parser(
@@ -227,11 +278,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="MASK.png", help="the mask PNG to write")
     p.add_argument("--overlay", default=None, metavar="PNG",
                    help="also write the frame with the coloured mask")
+    # ---- vos app ---------------------------------------------------------------------------
+    p = sub.add_parser(
+        "app", help="a web page to annotate, propagate, correct and export a video",
+        description="Serve a Gradio page to open a video, mark objects on any frame (paint, import "
+                    "a mask PNG, or words), propagate, correct and export, with the API endpoints "
+                    "/open_video, /add_mask, /propagate, /export and /export_videos. One model, "
+                    "loaded once, serves every browser tab; results equal vos run's. Needs the app "
+                    'extra: pip install "seggpt-vos[app]".')
+    p.add_argument("video", nargs="?", default=None, metavar="VIDEO",
+                   help="a video (file or frame folder) every new session opens at start")
+    p.add_argument("--max-pinned", type=int, default=None, metavar="P",
+                   help="annotated frames kept as prompts, the P most recent (default: 4)")
+    _add_model_args(p)
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                   help="interface to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, metavar="N", help="TCP port (default: 7860)")
+    p.add_argument("--text-model", default=None, metavar="ID_OR_PATH",
+                   help="CLIPSeg checkpoint for the page's word prompts (default: "
+                        "CIDAS/clipseg-rd64-refined; needs the prompts extra)")
+
     return parser
 
 
 # subcommand -> module whose ``main(args) -> int`` runs it (imported lazily)
-_COMMANDS = {name: f"vos.commands.{name}" for name in ("run", "batch", "eval", "image", "mask")}
+_COMMANDS = {name: f"vos.commands.{name}" for name in ("run", "batch", "eval", "image", "mask", "app")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,9 +12,16 @@ import numpy as np
 
 from pipelines.errors import OutputError
 from pipelines.sources import Frame
+from pipelines.writers.base import (
+    PNG_COMPRESS_LEVEL,
+    _check_frame,
+    _check_labels,
+    _check_palette,
+    _remove,
+    _Writer,
+    save_label_png,
+)
 from seggpt_model.errors import one_line
-from pipelines.writers.base import (PNG_COMPRESS_LEVEL, _check_frame, _check_labels, _check_palette, _remove, _Writer,
-                                    save_label_png)
 
 __all__ = ["PalettePngWriter", "default_png_workers"]
 
@@ -29,7 +36,8 @@ class PalettePngWriter(_Writer):
 
     The files are what DAVIS tools read: mode ``P``, 8-bit, pixel values = label ids, with the given
     256-colour palette. The ``n``-th frame given to :meth:`write` (counting from 0) becomes
-    ``{n:05d}.png``. Each file is written with :func:`seggpt_model.files.atomic_write` (temporary
+    ``{n:05d}.png``, unless ``name_of`` gives each frame's file name (``vos run`` on a frame folder
+    names each result after its input frame: ``00005.jpg`` -> ``00005.png``). Each file is written with :func:`seggpt_model.files.atomic_write` (temporary
     name in the same folder, then a rename), so a file with the final name is always complete; the
     whole folder is meant to be a temporary folder that the caller renames when the run succeeds,
     which is why the per-file ``fsync`` is off by default.
@@ -47,6 +55,7 @@ class PalettePngWriter(_Writer):
         workers: encoding threads; ``None``: :func:`default_png_workers`; ``0``: encode inside
             :meth:`write` (an error is then raised by the ``write`` of that frame).
         fsync: flush each PNG to disk before its rename (off by default, see above).
+        name_of: ``frame -> file name`` (``"00005.png"``), or None for ``{n:05d}.png``.
 
     Raises:
         OutputError: ``out_dir`` cannot be created or written (e.g. a parent is a regular file).
@@ -55,8 +64,9 @@ class PalettePngWriter(_Writer):
 
     def __init__(self, out_dir: str | os.PathLike[str], palette: np.ndarray,
                  compress_level: int = PNG_COMPRESS_LEVEL, *, workers: int | None = None,
-                 fsync: bool = False) -> None:
+                 fsync: bool = False, name_of=None) -> None:
         self.out_dir = Path(out_dir)
+        self._name_of = name_of
         self._palette = _check_palette(palette).tobytes()
         if not 0 <= int(compress_level) <= 9:
             raise ValueError(f"compress_level must be in 0..9, got {compress_level}")
@@ -114,11 +124,11 @@ class PalettePngWriter(_Writer):
                 self._error = e
 
     def write(self, frame: Frame, labels: np.ndarray) -> None:
-        """Write the next label map to ``out_dir/{count:05d}.png``.
+        """Write the next label map to ``out_dir/{count:05d}.png`` (or ``out_dir/name_of(frame)``).
 
         Args:
-            frame: the :class:`~pipelines.sources.Frame` the labels belong to (not used for the
-                file name, which follows the order of the calls).
+            frame: the :class:`~pipelines.sources.Frame` the labels belong to (used for the file
+                name only with ``name_of``; otherwise the name follows the order of the calls).
             labels: ``(H, W)`` ``uint8`` label ids 0..255 (bool or other integer dtypes in range are
                 converted); every frame must have the shape of the first. Copied, so the caller may
                 reuse the array at once.
@@ -135,7 +145,7 @@ class PalettePngWriter(_Writer):
         self._raise_error()
         arr = _check_labels(labels, self._shape)
         self._shape = arr.shape  # type: ignore[assignment]
-        final = self.path_for(len(self.written))
+        final = self.path_for(len(self.written)) if self._name_of is None else self.out_dir / self._name_of(frame)
         job = (final, arr.tobytes(), (arr.shape[1], arr.shape[0]))
         if self.workers == 0:
             self._save(*job)

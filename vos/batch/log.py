@@ -86,7 +86,8 @@ class BatchLog:
 
 
 def _prompt_of_entry(entry: dict) -> dict[str, Any]:
-    return {k: entry[k] for k in ("first_mask", "masks", "text", "classes") if entry.get(k) is not None}
+    return {k: entry[k] for k in ("first_mask", "masks", "text", "classes", "stem_masks", "mask_objects",
+                                  "object_masks", "write_stems", "backward") if entry.get(k) is not None}
 
 
 def output_complete(job: Job, entry: dict | None, output: Path, settings: dict[str, Any]) -> bool:
@@ -95,7 +96,7 @@ def output_complete(job: Job, entry: dict | None, output: Path, settings: dict[s
     True when the log entry says ``ok`` and has the job's prompt (``first_mask``, ``masks``,
     ``text``, ``classes``: a changed prompt runs again), and the folder's ``manifest.json`` names
     the same video, has the entry's frame count and the same ``settings`` (``checkpoint``,
-    ``context``, ``per_object``), and every ``00000.png ...`` it lists exists.
+    ``context``, ``per_object``), and every file of its ``frame_list`` exists.
     """
     if not entry or entry.get("status") != "ok" or _prompt_of_entry(entry) != job.prompt():
         return False
@@ -112,4 +113,5 @@ def output_complete(job: Job, entry: dict | None, output: Path, settings: dict[s
     got = manifest.get("settings") or {}
     if any(got.get(k) != v for k, v in settings.items()):
         return False
-    return all((folder / f"{i:05d}.png").is_file() for i in range(frames))
+    files = [r.get("file") for r in manifest.get("frame_list") or [] if isinstance(r, dict)]
+    return len(files) == frames and all(isinstance(f, str) and (folder / f).is_file() for f in files)

@@ -19,7 +19,7 @@ from typing import Any
 
 from pipelines.actors import ModelWorker, node_info
 from seggpt_model.errors import one_line
-from vos.engine.video import run_video
+from vos.engine.video import run_video, run_video_objects
 from vos.errors import UserError, user_errors
 from vos.prompts.first_mask import FirstMaskProposer, MaskPrompt
 
@@ -27,11 +27,12 @@ __all__ = ["VideoWorker", "VideoRecord", "failed_record", "JOB_KEYS", "PROMPT_KE
            "WORD_PROMPT_KEYS"]
 
 #: Prompt fields of a job (at least one of them is set; see :mod:`vos.datasets.job`).
-PROMPT_KEYS = ("first_mask", "masks", "text", "classes")
-#: Job keys passed to :func:`vos.engine.video.run_video` as keyword arguments, each only when it is set
+PROMPT_KEYS = ("first_mask", "masks", "text", "classes", "stem_masks", "object_masks")
+#: Job keys passed to :func:`vos.engine.video.run_video` (or, with ``object_masks``,
+#: :func:`vos.engine.video.run_video_objects`) as keyword arguments, each only when it is set
 #: (not None), so that a job works with every ``run_video`` that has the keywords it uses.
 RUN_KEYS = (*PROMPT_KEYS, "context", "per_object", "allow_partial", "overlay", "mask_video",
-            "max_pinned")
+            "max_pinned", "mask_objects", "write_stems", "backward")
 #: Keys of a job dict (see :meth:`VideoWorker.process`); ``name``, ``video`` and ``output`` are
 #: required, and one prompt of :data:`PROMPT_KEYS`.
 #: Options of a ``text``/``classes`` prompt (:class:`vos.prompts.first_mask.MaskPrompt` fields).
@@ -57,8 +58,10 @@ class VideoRecord:
         warnings: ``"Category: message"`` of each warning raised while processing.
         pid, hostname, node_id: where it ran (None for a driver-side failure).
         finished_at: ISO 8601 UTC time the driver logged it.
-        masks, text, classes: the job's other prompts; manifest: the output's ``manifest.json``
-            dict (``vos run --address``). These four are left out of :meth:`to_dict` when None.
+        masks, text, classes, stem_masks, mask_objects, object_masks, write_stems, backward: the
+            job's other prompt fields (dataset layouts: :mod:`vos.datasets`); manifest: the
+            output's ``manifest.json`` dict (``vos run --address``). These are left out of
+            :meth:`to_dict` when None.
     """
 
     name: str | None
@@ -83,9 +86,15 @@ class VideoRecord:
     masks: dict[str, str] | None = None
     text: list[str] | None = None
     classes: list[str] | None = None
+    stem_masks: dict[str, str] | None = None
+    mask_objects: dict[str, list[int]] | None = None
+    object_masks: dict[str, str] | None = None
+    write_stems: list[str] | None = None
+    backward: bool | None = None
     manifest: dict | None = None
 
-    _OPTIONAL = ("masks", "text", "classes", "manifest")
+    _OPTIONAL = ("masks", "text", "classes", "stem_masks", "mask_objects", "object_masks", "write_stems",
+                 "backward", "manifest")
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a JSON-ready dict (optional fields left out when None)."""
@@ -110,10 +119,17 @@ def failed_record(job: dict[str, Any], error: str, error_type: str, *, user_erro
 
 
 def _record(job: dict[str, Any], **fields: Any) -> VideoRecord:
-    masks = job.get("masks")
+    masks, objects = job.get("masks"), job.get("object_masks")
+    mask_objects, stems = job.get("mask_objects"), job.get("write_stems")
     return VideoRecord(name=job.get("name"), video=job.get("video"), first_mask=job.get("first_mask"),
                        masks=None if masks is None else {str(k): v for k, v in masks.items()},
-                       text=job.get("text"), classes=job.get("classes"), **fields)
+                       text=job.get("text"), classes=job.get("classes"),
+                       stem_masks=job.get("stem_masks"),
+                       mask_objects=(None if mask_objects is None
+                                     else {k: list(v) for k, v in mask_objects.items()}),
+                       object_masks=None if objects is None else {str(k): v for k, v in objects.items()},
+                       write_stems=None if stems is None else list(stems),
+                       backward=False if job.get("backward") is False else None, **fields)
 
 
 class VideoWorker(ModelWorker):
@@ -186,8 +202,9 @@ class VideoWorker(ModelWorker):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                result = run_video(job["video"], output=job["output"], name=job["name"],
-                                   checkpoint=self.checkpoint, quiet=True, stage=self.stage, **kwargs)
+                run = run_video_objects if kwargs.get("object_masks") else run_video
+                result = run(job["video"], output=job["output"], name=job["name"],
+                             checkpoint=self.checkpoint, quiet=True, stage=self.stage, **kwargs)
             except user_errors() as exc:
                 record.error, record.error_type, record.user_error = one_line(exc), type(exc).__name__, True
             except Exception as exc:  # the video's own failure: report it, keep the worker

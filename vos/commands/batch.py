@@ -1,5 +1,6 @@
 """``vos batch``: many videos on a Ray cluster (:func:`vos.batch.runner.run_batch`), then
-optionally ``vos eval`` on a DAVIS root's results."""
+optionally ``vos eval`` on a DAVIS root's results and a submission zip
+(:func:`vos.datasets.submission.write_submission`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from vos.batch.pool import DEFAULT_MAX_RETRIES
 from vos.batch.runner import BatchOptions, check_options, run_batch
 from vos.commands.options import resolve_options
 from vos.datasets.discover import discover_jobs
+from vos.datasets.submission import write_submission
 from vos.errors import UserError
 from vos.evaluation import davis2017
 
@@ -49,9 +51,13 @@ def main(args) -> int:
         0 when every video finished, 1 when any failed (see ``batch_manifest.jsonl``).
     """
     opts = resolve_options(args, BATCH_DEFAULTS)
-    jobs, kind = discover_jobs(args.source)
+    jobs, kind = discover_jobs(args.source, getattr(args, "layout", None), getattr(args, "all_frames", None))
     if getattr(args, "eval", False) and kind != "davis":
-        raise UserError("--eval needs SOURCE to be a DAVIS root (ground truth in Annotations/480p)")
+        raise UserError("--eval needs SOURCE to be a DAVIS root (ground truth in Annotations/480p); "
+                        "score other layouts with vos eval --protocol sav")
+    submission = getattr(args, "submission", None)
+    if submission is not None and kind == "manifest":
+        raise UserError(f"{submission}: --submission needs a dataset root (a layout), not a manifest")
     options = BatchOptions(
         output=opts["output"], checkpoint=opts["checkpoint"], device=opts["device"],
         dtype=opts["dtype"], context=opts["context"], per_object=bool(opts["per_object"]),
@@ -79,4 +85,12 @@ def main(args) -> int:
     if getattr(args, "eval", False):
         _run_eval(args.source, output, [r["name"] for r in result.records if r.get("status") == "ok"],
                   options.quiet)
+    if submission is not None:
+        if result.failed:
+            print(f"vos batch: no submission written: {len(result.failed)} videos failed (run them "
+                  f"again with --resume)", file=sys.stderr)
+        else:
+            path = write_submission(output, [job.name for job in jobs], kind, submission)
+            if not options.quiet:
+                print(f"submission ({kind}) -> {path}")
     return 1 if result.failed else 0

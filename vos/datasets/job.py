@@ -4,7 +4,9 @@ A :class:`Job` names one video, its output folder name and its prompt (absolute 
 ``first_mask`` (the first frame's annotation), ``masks`` (annotations of any frames, frame index
 -> file; JSONL only), ``text`` (object descriptions) or ``classes`` (class names). A job needs
 exactly one prompt kind; ``first_mask`` and ``masks`` may be combined (``first_mask`` is frame 0's
-mask, so ``masks`` must then not give frame 0). See ``docs/ray_cluster.md`` for the formats and
+mask, so ``masks`` must then not give frame 0). The dataset readers (:mod:`vos.datasets.layouts`)
+also set ``stem_masks`` / ``mask_objects`` / ``object_masks`` / ``write_stems`` / ``backward``.
+See ``docs/ray_cluster.md`` for the formats and
 ``docs/architecture.md`` for where this module sits.
 """
 
@@ -35,6 +37,14 @@ class Job:
         masks: {frame index (0-based, decoding order): absolute annotation path}, or None.
         text: object descriptions (non-empty strings), or None.
         classes: class names (non-empty strings), or None.
+        stem_masks: {frame stem: absolute annotation path} (frame folders; dataset layouts), or None.
+        mask_objects: {frame stem: object ids}: only these ids are taken from that stem's mask
+            (the objects that start there; 0 elsewhere means "no label"), or None (all ids).
+        object_masks: {object id: absolute binary mask path}: each object tracked on its own
+            (SA-V: ``OUTPUT/NAME/OBJ/STEM.png``), or None.
+        write_stems: the stems of the frames to write (others are propagated over, not written),
+            or None (every frame).
+        backward: False: nothing is segmented before the first annotated frame (YouTube-VOS, LVOS).
     """
 
     name: str
@@ -44,6 +54,11 @@ class Job:
     masks: dict[int, str] | None = None
     text: tuple[str, ...] | None = None
     classes: tuple[str, ...] | None = None
+    stem_masks: dict[str, str] | None = None
+    mask_objects: dict[str, tuple[int, ...]] | None = None
+    object_masks: dict[int, str] | None = None
+    write_stems: tuple[str, ...] | None = None
+    backward: bool = True
 
     def prompt(self) -> dict[str, Any]:
         """The prompt fields that are set, as JSON-ready values (``masks`` keys as strings, lists):
@@ -57,6 +72,16 @@ class Job:
             out["text"] = list(self.text)
         if self.classes is not None:
             out["classes"] = list(self.classes)
+        if self.stem_masks is not None:
+            out["stem_masks"] = dict(self.stem_masks)
+        if self.mask_objects is not None:
+            out["mask_objects"] = {k: list(v) for k, v in self.mask_objects.items()}
+        if self.object_masks is not None:
+            out["object_masks"] = {str(k): v for k, v in sorted(self.object_masks.items())}
+        if self.write_stems is not None:
+            out["write_stems"] = list(self.write_stems)
+        if not self.backward:
+            out["backward"] = False
         return out
 
 

@@ -21,27 +21,31 @@ run left by a killed process is removed by the next run of the same name.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from pipelines.errors import OutputError, VideoDecodeError
 from pipelines.model_stage import load_stage
 from pipelines.runner import PipelineStats, run_pipeline
-from pipelines.sources import Frame, FrameFolderSource, open_source
+from pipelines.sources import Frame, FrameFolderSource, natural_sort_key, open_source
 from pipelines.writers import MaskVideoWriter, OverlayVideoWriter, PalettePngWriter
 from seggpt_model.config import DEFAULT_CHECKPOINT
 from seggpt_model.files import make_temp_dir, publish_dir, remove_stale_temps
 from vos.engine.predictor import VideoPredictor
 from vos.engine.session import DEFAULT_CONTEXT, DEFAULT_MAX_PINNED
-from vos.errors import UserError, check_device_dtype, check_positive
+from vos.errors import MaskError, UserError, check_device_dtype, check_positive
 from vos.labels import davis_palette, read_first_mask
 from vos.prompts.first_mask import as_first_mask, propose_first_mask
 
@@ -150,13 +154,98 @@ def _propose_frame0(source, video, prompt, proposer, device, dtype):
     return as_first_mask(labels), info
 
 
+def _frame_stems(source, video, stem_masks, write_stems) -> list[str] | None:
+    """Each frame's file stem (frame folders), or None (video files: outputs numbered).
+
+    Raises:
+        UserError: two frames with one stem; stems asked of a video file.
+    """
+    if not isinstance(source, FrameFolderSource):
+        if stem_masks or write_stems is not None:
+            raise UserError(f"{video}: frames named by stem need a folder of frames, not a video file")
+        return None
+    stems = [f.stem for f in source.files]
+    if len(set(stems)) < len(stems):
+        seen: dict[str, Path] = {}
+        for f in source.files:
+            if f.stem in seen:
+                raise UserError(f"{video}: frames {seen[f.stem].name} and {f.name} have the same stem "
+                                f"(results are named STEM.png)")
+            seen[f.stem] = f
+    return stems
+
+
+def _stem_paths(video, stems, stem_masks, paths: dict[int, Path]) -> dict[int, str]:
+    """Add ``stem_masks`` to ``paths`` (frame index -> mask) in place; returns index -> stem of each.
+
+    Raises:
+        UserError: a stem that names no frame, or a frame with two masks.
+    """
+    if not stem_masks:
+        return {}
+    index = {stem: k for k, stem in enumerate(stems)}
+    out = {}
+    for stem, path in stem_masks.items():
+        if stem not in index:
+            raise UserError(f"{video}: no frame {stem} (the frame of mask {path})")
+        k = index[stem]
+        if k in paths:
+            raise UserError(f"frame {k} ({stem}) has two masks ({paths[k]}, {path})")
+        paths[k] = Path(path)
+        out[k] = stem
+    return out
+
+
+def _only_objects(annotations: dict, by_stem: dict[int, str], paths: dict[int, Path],
+                  mask_objects: dict[str, Sequence[int]]) -> dict:
+    """``annotations`` with only the ``mask_objects`` ids kept in the masks of those stems.
+
+    Raises:
+        MaskError: an id without pixels in its frame's mask (an object whose first frame has no mask).
+    """
+    out = dict(annotations)
+    for k, stem in by_stem.items():
+        ids = mask_objects.get(stem)
+        if ids is None:
+            continue
+        mask = annotations[k]
+        absent = [i for i in ids if i not in mask.object_ids]
+        if absent:
+            raise MaskError(f"{paths[k]}: object {absent[0]} starts on frame {stem} but has no pixel "
+                            f"in this mask (objects there: {list(mask.object_ids) or 'none'})")
+        labels = np.where(np.isin(mask.labels, ids), mask.labels, 0).astype(np.uint8)
+        out[k] = dataclasses.replace(mask, labels=labels, object_ids=tuple(sorted(int(i) for i in ids)))
+    return out
+
+
+def _check_written(video, stems, keep, first: int, backward: bool) -> None:
+    """Raise UserError for a frame to write that is not in the video, or that comes before the
+    first annotated frame when there is no backward pass."""
+    if keep is None:
+        return
+    if stems is None:   # pragma: no cover - _frame_stems refused it already
+        raise UserError(f"{video}: frames named by stem need a folder of frames")
+    missing = sorted(keep - set(stems))
+    if missing:
+        raise UserError(f"{video}: no frame {missing[0]} (one of the frames to write; "
+                        f"{len(missing)} missing)")
+    if not backward:
+        early = [s for s in stems[:first] if s in keep]
+        if early:
+            raise UserError(f"{video}: frame {early[0]} is to be written but comes before the first "
+                            f"annotated frame {stems[first]}")
+
+
 def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = None, *,
               masks: dict[int, str | os.PathLike] | None = None, max_pinned: int = DEFAULT_MAX_PINNED,
               output: str | os.PathLike = "results", name: str | None = None, checkpoint: str | None = None,
               device: str | None = "auto", dtype: str | None = "auto", context: int = DEFAULT_CONTEXT,
               per_object: bool = False, overlay: str | os.PathLike | None = None,
               mask_video: str | os.PathLike | None = None, allow_partial: bool = False, quiet: bool = True,
-              stage=None, prompt=None, proposer=None) -> RunResult:
+              stage=None, prompt=None, proposer=None,
+              stem_masks: dict[str, str | os.PathLike] | None = None,
+              mask_objects: dict[str, Sequence[int]] | None = None,
+              write_stems: Collection[str] | None = None, backward: bool = True) -> RunResult:
     """Segment every frame of one video from masks of some of its frames (library form of ``vos run``).
 
     Args:
@@ -181,12 +270,27 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
             prompt, the model, the threshold and each object's pixel count.
         proposer: a :class:`vos.prompts.first_mask.FirstMaskProposer` with its models loaded (reused across
             videos); None loads them on ``device``/``dtype`` when ``prompt`` is given.
+        stem_masks: ``{STEM: path}``: like ``masks``, keyed by the frame's file stem (frame folders
+            only; how the dataset readers of :mod:`vos.datasets` give prompts).
+        mask_objects: ``{STEM: ids}``: take only these objects from that frame's mask (the others
+            are 0 there, i.e. "no label": the objects already tracked keep their predictions, as
+            with ``--mask K:FILE``); each id must have pixels in the mask.
+        write_stems: write only the frames with these stems (frame folders; all frames are still
+            propagated over), e.g. YouTube-VOS's sparse frames out of ``--all-frames``.
+        backward: False: frames before the earliest annotated frame are neither segmented nor
+            written (YouTube-VOS, LVOS: objects are absent before they first appear).
+
+    Output files: ``STEM.png`` for a frame folder (the input frame's own stem: DAVIS ``00000.jpg``
+    gives ``00000.png``), ``00000.png, 00001.png, ...`` in decoding order for a video file.
 
     Returns:
         :class:`RunResult`; ``manifest["annotations"]`` lists every annotated frame.
 
     Raises:
-        UserError / MaskError: no mask, two masks for a frame, a mask that is unreadable, empty, of
+        UserError / MaskError: no mask, two masks for a frame, a stem that names no frame (or
+            stems for a video file, or two frames with one stem), an object of ``mask_objects``
+            without pixels in its mask, a frame to write before the first annotation without
+            ``backward``, a mask that is unreadable, empty, of
             another size or with more than 254 objects, a frame index outside the video (known
             only once it is decoded), a bad ``context`` / ``max_pinned``;
         pipelines.errors.PipelineError (VideoDecodeError, OutputError), seggpt_model.CheckpointError:
@@ -195,7 +299,7 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
     """
     if prompt is not None:
         prompt.check()
-    paths = annotation_paths(first_mask, masks, frame0_prompt=prompt is not None)
+    paths = annotation_paths(first_mask, masks, frame0_prompt=prompt is not None or bool(stem_masks))
     check_positive("context", context)
     check_positive("max_pinned", max_pinned)
     if stage is None:  # check device and dtype before touching inputs or weights
@@ -208,12 +312,17 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
             for k, path in paths.items():
                 if k >= source.num_frames:
                     raise _outside(path, k, source.num_frames)
-        annotations = {k: read_first_mask(path, frame_size=size) for k, path in paths.items()}
+        stems = _frame_stems(source, video, stem_masks, write_stems)
+        by_stem = _stem_paths(video, stems, stem_masks, paths)
+        annotations = {k: read_first_mask(path, frame_size=size) for k, path in sorted(paths.items())}
+        annotations = _only_objects(annotations, by_stem, paths, mask_objects or {})
         proposal = None
         if prompt is not None:                        # frame 0's mask from words
             annotations[0], proposal = _propose_frame0(source, video, prompt, proposer, device, dtype)
             annotations = dict(sorted(annotations.items()))
         first = next(iter(annotations))               # A, the earliest annotated frame
+        keep = None if write_stems is None else set(write_stems)
+        _check_written(video, stems, keep, first, backward)
         name = name or source.name
         root = Path(output)
         final = root / name
@@ -225,7 +334,8 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
         writers: list = []
         try:
             palette = davis_palette()
-            writers.append(PalettePngWriter(tmp, palette))
+            writers.append(PalettePngWriter(
+                tmp, palette, name_of=None if stems is None else (lambda f: f"{stems[f.index]}.png")))
             fps = source.fps or 24.0
             if mask_video is not None:
                 writers.append(MaskVideoWriter(mask_video, source.width, source.height, fps))
@@ -253,30 +363,35 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                 return spill / f"{index:08d}.{kind}.npy"
 
             def process(frame):
+                if frame.index < first and not backward:    # before A: not segmented
+                    return None
                 if frame.index < first:                 # before A: keep for the backward pass
                     spill.mkdir(exist_ok=True)
                     np.save(spilled(frame.index, "rgb"), frame.rgb, allow_pickle=False)
                     spill_pts.append(frame.pts)
                     return None
                 ids = predictor.step(frame.index, frame.rgb)
-                if frame.index == first and first > 0:
+                if frame.index == first and first > 0 and backward:
                     rgbs = (np.load(spilled(k, "rgb")) for k in range(first - 1, -1, -1))
                     for k, back in zip(range(first - 1, -1, -1), predictor.backward(rgbs)):
                         np.save(spilled(k, "ids"), back, allow_pickle=False)
                 return frame, ids
 
             def write(frame, ids):
+                bar.update(1)
+                if keep is not None and stems[frame.index] not in keep:
+                    return
                 for w in writers:
                     w.write(frame, ids)
-                records.append({"index": len(records), "file": f"{len(records):05d}.png",
+                file = f"{len(records):05d}.png" if stems is None else f"{stems[frame.index]}.png"
+                records.append({"index": len(records), "file": file,
                                 "source_index": frame.index, "pts": frame.pts})
-                bar.update(1)
 
             def sink(item):
                 if item is None:
                     return
                 frame, ids = item
-                if frame.index == first:                # frames 0..A-1 first, in order, from the spill
+                if frame.index == first and backward:   # frames 0..A-1 first, in order, from the spill
                     for k in range(first):
                         write(Frame(k, spill_pts[k], np.load(spilled(k, "rgb"))), np.load(spilled(k, "ids")))
                         spilled(k, "rgb").unlink()
@@ -298,7 +413,8 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                 "video": str(Path(video).resolve()),
                 "first_mask": str(paths[0].resolve()) if 0 in paths else None,
                 "annotations": [{"frame": k, "mask": str(paths[k].resolve()) if k in paths else None,
-                                 "proposed": k not in paths, "objects": list(mask.object_ids)}
+                                 "proposed": k not in paths, "objects": list(mask.object_ids),
+                                 **({"stem": stems[k]} if stems is not None else {})}
                                 for k, mask in annotations.items()],
                 "prompt": proposal,
                 "name": name,
@@ -312,6 +428,8 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                     "device": str(stage.device), "dtype": str(stage.dtype).replace("torch.", ""),
                     "context": context, "max_pinned": max_pinned, "per_object": per_object,
                     "embedding_type": stage.embedding_type, "allow_partial": allow_partial,
+                    **({} if backward else {"backward": False}),
+                    **({} if keep is None else {"write_stems": len(keep)}),
                 },
                 "outputs": {"overlay": str(overlay) if overlay else None,
                             "mask_video": str(mask_video) if mask_video else None},
@@ -336,3 +454,98 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                      end_to_end_fps=stats.end_to_end_fps, manifest=manifest)
 
 
+def _check_binary(path: Path, oid: int) -> None:
+    """Raise MaskError unless ``path`` is a binary mask (values 0 and one other) with pixels.
+
+    SA-V stores one binary PNG per object and frame (0/1 palette or 0/255 grey); any other value
+    means the file is not what the layout promises.
+    """
+    try:
+        with Image.open(path) as im:
+            values = np.unique(np.asarray(im.convert("L") if im.mode not in ("P", "L", "1") else im))
+    except FileNotFoundError:
+        raise MaskError(f"{path}: object {oid} has no mask on the first annotated frame "
+                        f"(no such file)") from None
+    except OSError as exc:
+        raise MaskError(f"{path}: cannot read the mask ({exc})") from None
+    nonzero = [int(v) for v in values if v]
+    if len(nonzero) > 1:
+        raise MaskError(f"{path}: not a binary mask (values {', '.join(str(int(v)) for v in values[:6])}"
+                        f"{', ...' if len(values) > 6 else ''}); SA-V object masks hold 0 and one value")
+    if not nonzero:
+        raise MaskError(f"{path}: object {oid} has no pixel on the first annotated frame")
+
+
+def run_video_objects(video: str | os.PathLike, object_masks: dict[int | str, str | os.PathLike], *,
+                      output: str | os.PathLike = "results", name: str | None = None,
+                      write_stems: Collection[str] | None = None, checkpoint: str | None = None,
+                      device: str | None = "auto", dtype: str | None = "auto", stage=None,
+                      quiet: bool = True, **kwargs: Any) -> RunResult:
+    """Track each object on its own (SA-V): ``output/NAME/OBJ/STEM.png`` binary masks per object.
+
+    Object ``OBJ``'s results are exactly those of :func:`run_video` with its mask alone (on the
+    frame of the mask's stem, ``stem_masks={STEM: mask}``), written to ``NAME/{OBJ:03d}``: 0
+    background, 1 the object (a binary mask reads as object 1), palette PNGs as SAM 2's
+    ``vos_inference.py --per_obj_png_file`` writes them. Objects may overlap. The model is loaded
+    once; the video is decoded once per object. ``NAME`` is published only when every object is
+    done (one temporary folder, renamed), with a ``manifest.json`` listing every file.
+
+    Args:
+        video: a folder of frames.
+        object_masks: ``{object id (>= 0): binary PNG}``: each object's first annotated frame.
+        output, name, write_stems, checkpoint, device, dtype, stage, quiet: as :func:`run_video`.
+        **kwargs: further :func:`run_video` keywords (``context``, ``max_pinned``, ``per_object``...).
+
+    Returns:
+        :class:`RunResult` of the whole video (``frames``: files written over all objects).
+
+    Raises:
+        MaskError: a mask that is missing, not binary or empty (naming it); the errors of
+            :func:`run_video`. Nothing is left under ``output/NAME`` on failure.
+    """
+    if not object_masks:
+        raise UserError(f"{video}: no object mask given")
+    items = sorted(((int(k), Path(v)) for k, v in object_masks.items()), key=lambda kv: kv[0])
+    for oid, path in items:
+        if oid < 0:
+            raise UserError(f"{path}: object id must be >= 0, got {oid}")
+        _check_binary(path, oid)
+    t0 = time.perf_counter()
+    if stage is None:
+        check_device_dtype(device, dtype)
+        stage = load_stage(checkpoint, device, dtype)
+    name = name or Path(video).resolve().name
+    root = Path(output)
+    try:
+        remove_stale_temps(root, name)
+        tmp = make_temp_dir(root, name)
+    except OSError as exc:
+        raise OutputError(f"{root}: output folder is not writable ({exc.strerror or exc})") from None
+    try:
+        results = {}
+        for oid, path in items:
+            results[oid] = run_video(video, output=tmp, name=f"{oid:03d}", stem_masks={path.stem: path},
+                                     write_stems=write_stems, checkpoint=checkpoint, stage=stage,
+                                     quiet=quiet, **kwargs)
+        one = next(iter(results.values())).manifest
+        frame_list = [{**r, "file": f"{oid:03d}/{r['file']}", "object": oid}
+                      for oid, res in results.items() for r in res.manifest["frame_list"]]
+        frame_list.sort(key=lambda r: (natural_sort_key(r["file"].split("/", 1)[1]), r["object"]))
+        manifest = {
+            "video": str(Path(video).resolve()), "name": name, "per_object_tracks": True,
+            "object_masks": {f"{oid:03d}": str(path.resolve()) for oid, path in items},
+            "objects": [oid for oid, _ in items], "frames": len(frame_list),
+            "width": one["width"], "height": one["height"], "fps": one["fps"],
+            "settings": one["settings"],
+            "timings": {"wall_s": time.perf_counter() - t0},
+            "frame_list": frame_list,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        publish_dir(tmp, root / name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fps = [r.model_fps for r in results.values() if r.model_fps]
+    return RunResult(output_dir=root / name, frames=len(frame_list),
+                     model_fps=sum(fps) / len(fps) if fps else None,
+                     end_to_end_fps=len(frame_list) / max(time.perf_counter() - t0, 1e-9), manifest=manifest)

@@ -31,23 +31,25 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-import multiprocessing as mp
 import os
-import sys
-import threading
 import warnings
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from seggpt_model.errors import one_line
-from seggpt_model.files import atomic_write
-from vos.evaluation import metrics
 from vos.errors import EvalError
+from vos.evaluation import metrics
+from vos.evaluation.common import (
+    EvalWarning,
+    default_workers,
+    map_chunks,
+    png_stems,
+    read_label_map,
+    table,
+    write_text,
+)
 
 __all__ = [
     "EvalWarning",
@@ -65,17 +67,9 @@ GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Reca
 #: Columns of the official per-object table / ``per-sequence_results-<set>.csv``.
 PER_OBJECT_COLUMNS = ("Sequence", "J-Mean", "F-Mean")
 
-#: PIL modes of single-channel PNGs whose pixel values are object ids.
-_LABEL_MODES = frozenset({"P", "L", "1", "I", "I;16", "I;16B", "I;16L"})
-
 #: The evaluation needs the first (object count) and at least one scored frame between the first and
 #: the last, which are not scored.
 _MIN_FRAMES = 3
-
-
-class EvalWarning(UserWarning):
-    """Something the evaluation works around (missing image set list, result ids above the number
-    of objects); the CLI prints each as one line on stderr."""
 
 
 @dataclass(frozen=True)
@@ -90,39 +84,6 @@ class _Sequence:
 # --------------------------------------------------------------------------------------------------
 # reading
 # --------------------------------------------------------------------------------------------------
-
-
-def _png_stems(folder: str) -> list[str]:
-    """Sorted stems of the ``*.png`` files of a folder (the official ``sorted(glob('*.png'))``)."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return []
-    return sorted(n[:-4] for n in names if n.endswith(".png") and not n.startswith("."))
-
-
-def _read_label_map(path: str, role: str) -> np.ndarray:
-    """Read a single-channel PNG of object ids as an ``(H, W)`` integer array.
-
-    Raises:
-        EvalError: the file is missing, unreadable or not a single-channel (palette or grayscale) PNG.
-    """
-    try:
-        with Image.open(path) as im:
-            if im.mode not in _LABEL_MODES:
-                raise EvalError(
-                    f"{role} {path}: {im.mode} PNG; label maps must be single-channel palette (P) or "
-                    f"grayscale PNGs whose pixel values are object ids, not colours")
-            arr = np.asarray(im)
-    except EvalError:
-        raise
-    except FileNotFoundError:
-        raise EvalError(f"{role} {path}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise EvalError(f"{role} {path}: cannot read PNG ({exc})") from None
-    if arr.dtype == bool:
-        arr = arr.view(np.uint8)
-    return arr
 
 
 def _image_sets_file(davis_root: Path, subset: str, year: str) -> Path:
@@ -191,14 +152,14 @@ def _plan(davis_root: Path, results_dir: Path, names: list[str], subset: str) ->
         gt_dir = ann / name
         if not gt_dir.is_dir():
             raise EvalError(f"sequence {name}: ground truth folder not found: {gt_dir}")
-        stems = _png_stems(str(gt_dir))
+        stems = png_stems(str(gt_dir))
         if len(stems) < _MIN_FRAMES:
             hint = (" (the test-dev ground truth is not public: only its first frames are)"
                     if subset == "test-dev" else "")
             raise EvalError(
                 f"sequence {name}: {len(stems)} annotated frame(s) in {gt_dir}; the semi-supervised "
                 f"protocol needs at least {_MIN_FRAMES} (the first and last are not scored){hint}")
-        first = _read_label_map(str(gt_dir / f"{stems[0]}.png"), f"sequence {name}: ground truth")
+        first = read_label_map(str(gt_dir / f"{stems[0]}.png"), f"sequence {name}: ground truth")
         n_obj = metrics.num_objects(first)
         if n_obj == 0:
             if np.any(first == metrics.VOID_ID):
@@ -220,7 +181,7 @@ def _plan(davis_root: Path, results_dir: Path, names: list[str], subset: str) ->
     for name, gt_dir, stems, n_obj in gt_info:
         scored = stems[1:-1]  # the first and last frames are not scored, nor read
         res_dir = results_dir / name
-        have = set(_png_stems(str(res_dir)))
+        have = set(png_stems(str(res_dir)))
         missing = [s for s in scored if s not in have]
         if missing:
             shown = ", ".join(f"{s}.png" for s in missing[:5])
@@ -236,12 +197,6 @@ def _plan(davis_root: Path, results_dir: Path, names: list[str], subset: str) ->
 # --------------------------------------------------------------------------------------------------
 
 
-def _worker_init() -> None:
-    cv2 = metrics._get_cv2()
-    if cv2:
-        cv2.setNumThreads(1)  # one process per core already
-
-
 def _eval_chunk(seq: _Sequence, start: int, stop: int):
     """J and F of every object in frames ``seq.frames[start:stop]``.
 
@@ -255,9 +210,9 @@ def _eval_chunk(seq: _Sequence, start: int, stop: int):
     extra: list[tuple[str, list[int]]] = []
     radius = None
     for i, stem in enumerate(frames):
-        gt = _read_label_map(os.path.join(seq.gt_dir, f"{stem}.png"),
+        gt = read_label_map(os.path.join(seq.gt_dir, f"{stem}.png"),
                              f"sequence {seq.name}: ground truth")
-        res = _read_label_map(os.path.join(seq.res_dir, f"{stem}.png"),
+        res = read_label_map(os.path.join(seq.res_dir, f"{stem}.png"),
                               f"sequence {seq.name}: result")
         if res.shape != gt.shape:
             raise EvalError(
@@ -274,76 +229,14 @@ def _eval_chunk(seq: _Sequence, start: int, stop: int):
     return j, f, extra
 
 
-def _mp_context():
-    """``fork`` where it is safe and cheapest (Linux, no other thread, no torch/ray loaded, so no
-    lock can be inherited held); otherwise ``forkserver`` on Linux and the platform default
-    elsewhere."""
-    methods = mp.get_all_start_methods()
-    if sys.platform.startswith("linux") and "fork" in methods:
-        if threading.active_count() == 1 and not any(m in sys.modules for m in ("torch", "ray")):
-            return mp.get_context("fork")
-        if "forkserver" in methods:
-            return mp.get_context("forkserver")
-    return None
-
-
-def _default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _chunks(plans: list[_Sequence], workers: int) -> list[tuple[_Sequence, int, int]]:
-    """Split the work into tasks: whole sequences for one worker, else pieces of about
-    ``total / (4 * workers)`` frames (at least 8) so that all workers stay busy to the end."""
-    if workers <= 1:
-        return [(p, 0, len(p.frames)) for p in plans]
-    total = sum(len(p.frames) for p in plans)
-    size = max(8, math.ceil(total / (4 * workers)))
-    tasks = []
-    for p in plans:
-        n = len(p.frames)
-        pieces = max(1, round(n / size))
-        bounds = np.linspace(0, n, pieces + 1).round().astype(int)
-        tasks += [(p, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    # longest tasks first, so that the last ones to finish are short
-    return sorted(tasks, key=lambda t: -(t[2] - t[1]) * max(1, t[0].n_objects))
-
-
 def _run(plans: list[_Sequence], workers: int):
-    tasks = _chunks(plans, workers)
-    n_proc = min(workers, len(tasks))
-    if n_proc <= 1:
-        outs = [_eval_chunk(*t) for t in tasks]
-    else:
-        order = {p.name: i for i, p in enumerate(plans)}
-        ex = ProcessPoolExecutor(max_workers=n_proc, mp_context=_mp_context(),
-                                 initializer=_worker_init)
-        try:
-            futures = [ex.submit(_eval_chunk, *t) for t in tasks]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            if any(fut.exception() is not None for fut in done):
-                ex.shutdown(wait=True, cancel_futures=True)
-                # of the tasks that failed, report the first in sequence and frame order
-                failed = [(order[t[0].name], t[1], i) for i, (t, fut) in enumerate(zip(tasks, futures))
-                          if fut.done() and not fut.cancelled() and fut.exception() is not None]
-                raise futures[min(failed)[2]].exception()
-            outs = [fut.result() for fut in futures]
-        except BaseException:
-            ex.shutdown(wait=True, cancel_futures=True)
-            raise
-        ex.shutdown(wait=True)
-    per_seq: dict[str, list] = {p.name: [] for p in plans}
-    for (p, a, _), out in zip(tasks, outs):
-        per_seq[p.name].append((a, out))
+    """``_eval_chunk`` over all frames of all sequences (:func:`vos.evaluation.common.map_chunks`):
+    ``{name: (J (N, T), F (N, T), extra)}``."""
     merged = {}
-    for p in plans:
-        parts = sorted(per_seq[p.name], key=lambda x: x[0])
-        j = np.concatenate([o[0] for _, o in parts], axis=1)
-        f = np.concatenate([o[1] for _, o in parts], axis=1)
-        extra = [e for _, o in parts for e in o[2]]
-        merged[p.name] = (j, f, extra)
+    for name, outs in map_chunks(_eval_chunk, plans, workers).items():
+        j = np.concatenate([o[0] for o in outs], axis=1)
+        f = np.concatenate([o[1] for o in outs], axis=1)
+        merged[name] = (j, f, [e for o in outs for e in o[2]])
     return merged
 
 
@@ -382,7 +275,7 @@ def evaluate_davis(davis_root: str | os.PathLike, results_dir: str | os.PathLike
         EvalWarning: missing image set list; result ids above the number of objects (ignored).
     """
     if workers is None:
-        workers = _default_workers()
+        workers = default_workers()
     if int(workers) < 1:
         raise EvalError(f"--workers must be at least 1, got {workers}")
     if subset not in ("val", "train", "test-dev"):
@@ -452,38 +345,22 @@ def evaluate_davis(davis_root: str | os.PathLike, results_dir: str | os.PathLike
 # --------------------------------------------------------------------------------------------------
 
 
-def _table(headers: tuple[str, ...], rows: list[tuple], fmt: str = "{:.6f}") -> str:
-    cells = [[c if isinstance(c, str) else fmt.format(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = [" ".join(h.rjust(w) for h, w in zip(headers, widths))]
-    lines += [" ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
-    return "\n".join(lines)
-
-
 def format_report(result: dict, subset: str = "val") -> str:
     """The tables printed by ``vos eval``: global (official columns), per object (official
     ``<seq>_<id>`` rows with J-Mean and F-Mean) and per-sequence means."""
     g = result["global"]
     out = [f"--------------------------- Global results for {subset} ---------------------------",
-           _table(GLOBAL_COLUMNS, [tuple(g[c] for c in GLOBAL_COLUMNS)]),
+           table(GLOBAL_COLUMNS, [tuple(g[c] for c in GLOBAL_COLUMNS)]),
            "",
            f"---------- Per object results for {subset} ----------",
-           _table(PER_OBJECT_COLUMNS,
+           table(PER_OBJECT_COLUMNS,
                   [(k, v["J-Mean"], v["F-Mean"]) for k, v in result["per_object"].items()]),
            "",
            f"---------- Per sequence mean for {subset} ----------",
-           _table(("Sequence", "J&F-Mean", "J-Mean", "F-Mean"),
+           table(("Sequence", "J&F-Mean", "J-Mean", "F-Mean"),
                   [(k, v["J&F-Mean"], v["J-Mean"], v["F-Mean"])
                    for k, v in result["per_sequence"].items()])]
     return "\n".join(out)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """:func:`seggpt_model.files.atomic_write` of ``text`` (UTF-8, newlines as given)."""
-    try:
-        atomic_write(path, text)
-    except OSError as exc:
-        raise EvalError(f"cannot write {path}: {one_line(exc)}") from None
 
 
 def write_json(result: dict, path: str | os.PathLike) -> None:
@@ -495,7 +372,7 @@ def write_json(result: dict, path: str | os.PathLike) -> None:
     """
     path = Path(path)
     data = {k: result[k] for k in ("global", "per_object", "per_sequence")}
-    _write_text(path, json.dumps(data, indent=2) + "\n")
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_csvs(result: dict, csv_dir: str | os.PathLike, subset: str = "val") -> tuple[Path, Path]:
@@ -520,13 +397,13 @@ def write_csvs(result: dict, csv_dir: str | os.PathLike, subset: str = "val") ->
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(GLOBAL_COLUMNS)
     w.writerow([f"{result['global'][c]:.3f}" for c in GLOBAL_COLUMNS])
-    _write_text(g_path, buf.getvalue())
+    write_text(g_path, buf.getvalue())
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(PER_OBJECT_COLUMNS)
     for k, v in result["per_object"].items():
         w.writerow([k, f"{v['J-Mean']:.3f}", f"{v['F-Mean']:.3f}"])
-    _write_text(s_path, buf.getvalue())
+    write_text(s_path, buf.getvalue())
     return g_path, s_path
 
 
