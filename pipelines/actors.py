@@ -21,6 +21,7 @@ from typing import Any
 import ray
 import torch
 
+from pipelines.devices import map_to_visible_cuda
 from pipelines.errors import PipelineError
 from pipelines.model_stage import load_stage
 from seggpt_model.errors import CheckpointError, one_line
@@ -50,6 +51,18 @@ def node_info() -> dict[str, Any]:
     return info
 
 
+def _actor_device(device: str | None) -> str | None:
+    """``device`` as this process can use it: in a Ray worker that was given GPUs, an index it
+    cannot see maps to its own GPU (:func:`pipelines.devices.map_to_visible_cuda`); elsewhere, or
+    for a string that does not parse (reported by the load), unchanged."""
+    if not ray.is_initialized() or not ray.get_gpu_ids():
+        return device
+    try:
+        return map_to_visible_cuda(device, torch.cuda.device_count())
+    except ValueError:
+        return device
+
+
 class ModelWorker:
     """One SegGPT model on one device; subclasses define :meth:`process` (one item per call).
 
@@ -63,6 +76,12 @@ class ModelWorker:
         defer_init_errors: keep a load error of :data:`LOAD_ERRORS` instead of raising it, as
             :attr:`init_error` (one line) reported by :meth:`ready`. Ray actors use this so that the
             driver gets the one-line message rather than a dead actor with a traceback.
+        attn: attention kernel (``--attn``), as :func:`pipelines.model_stage.load_stage`'s ``attn``.
+        compile: ``torch.compile`` the forward (``--compile``), as ``load_stage``'s ``compile``.
+
+    Inside a Ray actor that holds GPUs, a ``cuda:N`` the actor cannot see (Ray renumbers each
+    actor's GPUs from 0) is mapped to the actor's own GPU (:func:`pipelines.devices.map_to_visible_cuda`)
+    instead of failing; :meth:`ready` reports the requested and the used device.
 
     Raises:
         ValueError: unknown device or dtype, or CUDA missing (unless ``defer_init_errors``).
@@ -71,16 +90,18 @@ class ModelWorker:
 
     def __init__(self, checkpoint: str | None = None, device: str | None = "auto",
                  dtype: str | None = "auto", *, num_threads: int | None = None, stage=None,
-                 defer_init_errors: bool = False) -> None:
+                 defer_init_errors: bool = False, attn: str | None = "auto", compile: bool = False) -> None:
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.init_error: str | None = None
         self.stage = stage
+        self.requested_device = device
         t0 = time.perf_counter()
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
         if self.stage is None:
             try:
-                self.stage = load_stage(self.checkpoint, device, dtype)
+                device = _actor_device(device)
+                self.stage = load_stage(self.checkpoint, device, dtype, attn=attn, compile=compile)
             except LOAD_ERRORS as exc:
                 if not defer_init_errors:
                     raise
@@ -96,6 +117,7 @@ class ModelWorker:
         """
         info = node_info()
         info.update(load_s=self.load_s, num_threads=torch.get_num_threads(), error=self.init_error,
+                    requested_device=self.requested_device,
                     device=str(self.stage.device) if self.stage is not None else None,
                     dtype=str(self.stage.dtype).replace("torch.", "") if self.stage is not None else None)
         return info

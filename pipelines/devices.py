@@ -64,6 +64,30 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+def map_to_visible_cuda(name: str | None, visible: int) -> str:
+    """The device an actor that sees ``visible`` CUDA devices should use for the requested ``name``.
+
+    Under Ray each actor sees only the GPUs it was given, renumbered from 0 (Ray sets
+    ``CUDA_VISIBLE_DEVICES``), so a ``cuda:N`` the user meant for the whole machine may not exist
+    there. An index the actor cannot see maps to ``cuda:0``, the actor's own GPU, instead of
+    failing the batch; anything else is returned as parsed.
+
+    Args:
+        name: a device string (:func:`parse_device`).
+        visible: CUDA devices this process sees (``torch.cuda.device_count()``).
+
+    Returns:
+        The device string to resolve.
+
+    Raises:
+        ValueError: an unknown device string.
+    """
+    text = parse_device(name)
+    if text.startswith("cuda:") and visible >= 1 and int(text[5:]) >= visible:
+        return "cuda:0"
+    return text
+
+
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
     """``auto`` / None -> bfloat16 on CUDA, float32 on CPU; else float32, bfloat16 or float16.
 
@@ -86,3 +110,17 @@ def check_device_dtype(device: str | None, dtype: str | None) -> tuple[torch.dev
     """
     dev = resolve_device(device)
     return dev, resolve_dtype(dtype, dev)
+
+
+def use_device(device: torch.device) -> None:
+    """Make ``device`` the current CUDA device of this process (no-op off CUDA).
+
+    Events, ``synchronize``, streams, pinned-memory copies and CUDA graph capture use the current
+    device, which is ``cuda:0`` unless set: a model on ``cuda:1`` would otherwise be timed, synced
+    and captured on the wrong GPU. Called by every entry point that puts a model on a device
+    (``pipelines.model_stage.load_stage``, ``benchmarks/gpu_check.py``).
+    """
+    import torch  # only here, as in resolve_device
+
+    if device.type == "cuda":
+        torch.cuda.set_device(device.index if device.index is not None else torch.cuda.current_device())

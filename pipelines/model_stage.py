@@ -19,12 +19,19 @@ import numpy as np
 import torch
 
 from pipelines.allocator import keep_freed_memory
-from pipelines.devices import check_device_dtype
+from pipelines.devices import check_device_dtype, use_device
+from pipelines.kernel_record import cuda_attention_choice
 from seggpt_model import processing as P
 from seggpt_model.build import from_pretrained
 from seggpt_model.config import DEFAULT_CHECKPOINT
+from seggpt_model.layers import ATTENTION_IMPLEMENTATIONS
 
-__all__ = ["PromptTensors", "SegGptStage", "load_stage"]
+__all__ = ["PromptTensors", "SegGptStage", "load_stage", "ATTENTION_CHOICES"]
+
+#: ``attn`` values of :func:`load_stage`: ``"auto"`` (on CUDA the measured record's winner,
+#: :func:`pipelines.kernel_record.cuda_attention_choice`; on CPU ``"sdpa"``) or a kernel name of
+#: :data:`seggpt_model.layers.ATTENTION_IMPLEMENTATIONS`.
+ATTENTION_CHOICES = ("auto", *ATTENTION_IMPLEMENTATIONS)
 
 
 @dataclass
@@ -34,10 +41,14 @@ class PromptTensors:
     Attributes:
         image: ``(3, S, S)`` normalised image in the model dtype, on the model device.
         labels: ``(S, S)`` int64 labels ``0..K`` (contiguous object labels) on the device.
+        max_label: the largest label, read on the host before upload (:meth:`SegGptStage.prompt`),
+            or None for labels the model produced (in range by construction). Lets
+            :meth:`SegGptStage.segment` check the range without a device sync.
     """
 
     image: torch.Tensor
     labels: torch.Tensor
+    max_label: int | None = None
 
 
 class SegGptStage:
@@ -47,10 +58,14 @@ class SegGptStage:
         model: a loaded :class:`seggpt_model.SegGptForImageSegmentation` (already on its device and
             in its dtype; see :func:`load_stage` to build one from a checkpoint).
         embedding_type: ``"instance"`` (VOS default) or ``"semantic"``.
+        compile: run the forward through :func:`compiled_segment` (``torch.compile``).
     """
 
-    def __init__(self, model, embedding_type: str = "instance") -> None:
+    def __init__(self, model, embedding_type: str = "instance", compile: bool = False) -> None:
         self.model = model.eval()
+        #: ``torch.compile`` of ``model.segment`` (:func:`compiled_segment`), or None: the plain forward
+        self._compiled = compiled_segment(self.model) if compile else None
+        self.compiled = bool(compile)
         self.device = model.device
         self.dtype = model.dtype
         self.size = model.config.query_image_size
@@ -82,8 +97,12 @@ class SegGptStage:
     def prompt(self, rgb: np.ndarray, labels: np.ndarray) -> PromptTensors:
         """Preprocess an annotated frame: ``(H, W, 3)`` uint8 and ``(H, W)`` labels ``0..K``."""
         image = P.preprocess_images(self._rgb_tensor(rgb), self.size, self.dtype)[0]
+        max_label = int(labels.max()) if labels.size else 0          # host array: no device sync
+        if labels.size and int(labels.min()) < 0:
+            raise ValueError(f"labels must be >= 0, got minimum {int(labels.min())}")
         lab = self._to_device(labels).long()[None]
-        return PromptTensors(image=image, labels=P.resize_labels(lab, (self.size, self.size))[0])
+        return PromptTensors(image=image, labels=P.resize_labels(lab, (self.size, self.size))[0],
+                             max_label=max_label)
 
     @torch.inference_mode()
     def query(self, rgb: np.ndarray) -> torch.Tensor:
@@ -106,8 +125,15 @@ class SegGptStage:
         labels = torch.stack([p.labels for p in prompts])                          # (N, S, S)
         if select is not None:
             labels = (labels == select).long()
-        masks = P.preprocess_label_masks(labels, palette, self.size, self.dtype)  # (N, 3, S, S)
-        return self.model.segment(query[None], images, masks, embedding_type=self.embedding_type)
+        else:  # the range check on host values (PromptTensors.max_label): no device sync per frame
+            for p in prompts:
+                if p.max_label is not None and p.max_label >= palette.shape[0]:
+                    raise ValueError(f"labels must lie in [0, {palette.shape[0]}), got a prompt with label "
+                                     f"{p.max_label}")
+        masks = P.preprocess_label_masks(labels, palette, self.size, self.dtype,
+                                         check_range=False)                        # (N, 3, S, S)
+        segment = self.model.segment if self._compiled is None else self._compiled
+        return segment(query[None], images, masks, embedding_type=self.embedding_type)
 
     @torch.inference_mode()
     def segment(self, query: torch.Tensor, prompts: list[PromptTensors], num_labels: int,
@@ -140,20 +166,61 @@ class SegGptStage:
         return out.to(torch.uint8).cpu().numpy()
 
 
+def compiled_segment(model):
+    """``model.segment`` through ``torch.compile`` (inductor), one graph per prompt count.
+
+    On CUDA with ``mode="reduce-overhead"``: inductor's kernels replayed as CUDA graphs, so a frame
+    costs a few graph launches instead of about 1,600 kernel launches (the shapes are fixed by the
+    number of prompts, 1 to ``--context``; each count is captured once, so the recompile limit is
+    raised to cover up to 64 counts). On CPU, plain inductor (measured slower than eager for the
+    bf16 ViT-L, ``docs/benchmarks.md``; offered for completeness). ``dynamic=False``: shapes are
+    specialised, none is traced symbolically. The first frame of each prompt count pays the
+    compilation (tens of seconds for ViT-L). The outputs of a CUDA-graph replay are overwritten
+    by the next replay: callers use them before the next call, as :class:`SegGptStage` does.
+
+    Returns:
+        A callable with the signature of ``model.segment``.
+    """
+    import torch._dynamo  # lazy: only the compile path needs dynamo's config (loaded by torch.compile anyway)
+
+    limit = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = max(limit, 64)
+    mode = "reduce-overhead" if model.device.type == "cuda" else None
+    return torch.compile(model.segment, mode=mode, dynamic=False)
+
+
 def load_stage(checkpoint: str | None = None, device: str | None = None, dtype: str | None = None,
-               embedding_type: str = "instance") -> SegGptStage:
+               embedding_type: str = "instance", *, attn: str | None = "auto",
+               compile: bool = False) -> SegGptStage:
     """Build a :class:`SegGptStage` from a checkpoint (anything ``seggpt_model.from_pretrained``
     accepts; default :data:`seggpt_model.config.DEFAULT_CHECKPOINT`) on the resolved device and
     dtype (:func:`pipelines.devices.check_device_dtype`).
 
     Also tunes the process's C allocator for the model's large per-layer tensors
-    (:func:`pipelines.allocator.keep_freed_memory`; ``VOS_MALLOC_TUNING=0`` opts out).
+    (:func:`pipelines.allocator.keep_freed_memory`; ``VOS_MALLOC_TUNING=0`` opts out), and makes a
+    CUDA device the process's current one (:func:`pipelines.devices.use_device`, so that
+    ``cuda:1`` is synced and captured on the right GPU).
+
+    Args:
+        checkpoint, device, dtype, embedding_type: as described above (``--checkpoint``,
+            ``--device``, ``--dtype``).
+        attn: the attention kernel (``--attn``): ``"auto"`` or None (CPU: ``"sdpa"``; CUDA: the
+            winner of the GPU check's record, :func:`pipelines.kernel_record.cuda_attention_choice`,
+            ``"sdpa"`` while none exists), or a name of :data:`ATTENTION_CHOICES`.
+        compile: ``torch.compile`` the forward (``--compile``; :func:`compiled_segment`).
 
     Raises:
-        ValueError: unknown device or dtype (checked before any weight is read).
+        ValueError: unknown device, dtype or attention name (checked before any weight is read).
         seggpt_model.CheckpointError: the checkpoint cannot be loaded.
     """
+    attn = attn or "auto"
+    if attn not in ATTENTION_CHOICES:
+        raise ValueError(f"unknown attention kernel {attn!r}: use {', '.join(ATTENTION_CHOICES)}")
     dev, dt = check_device_dtype(device, dtype)
+    use_device(dev)
     keep_freed_memory()
     model = from_pretrained(checkpoint or DEFAULT_CHECKPOINT, device=dev, dtype=dt)
-    return SegGptStage(model, embedding_type=embedding_type)
+    if attn == "auto":
+        attn = cuda_attention_choice() if dev.type == "cuda" else "sdpa"
+    model.set_attn_implementation(attn)
+    return SegGptStage(model, embedding_type=embedding_type, compile=compile)

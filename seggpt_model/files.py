@@ -9,7 +9,10 @@ not ``mkstemp``'s ``0o600``. On any error the temporary file is removed and the 
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -70,7 +73,6 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[IO[bytes
 def _owner_tag() -> str:
     """``HOST-PID`` of this process, as embedded in its temporary folder names (``-`` in the
     host name replaced, so the tag splits back unambiguously)."""
-    import socket
 
     return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"
 
@@ -98,7 +100,6 @@ def publish_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
     aside (``.NAME.old-PID``) and removed after the rename, so ``final`` is at every moment either
     the old or the new complete result.
     """
-    import shutil
 
     tmp, final = Path(tmp), Path(final)
     os.chmod(tmp, 0o777 & ~umask())
@@ -136,8 +137,6 @@ def remove_stale_temps(root: str | os.PathLike, name: str, *, any_owner: bool = 
     Returns:
         The folders removed.
     """
-    import glob
-    import shutil
 
     root = Path(root)
     host = _owner_tag().rsplit("-", 1)[0]

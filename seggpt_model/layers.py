@@ -2,7 +2,7 @@
 
 The attention is ViTDet/SAM-style global attention with the decomposed relative position bias of
 MViTv2 (Li et al. 2022), as in ``baaivision/Painter`` ``SegGPT_inference/models_seggpt.py``
-(``Attention``, ``util/vitdet_utils.add_decomposed_rel_pos``). Five kernels compute it, each a
+(``Attention``, ``util/vitdet_utils.add_decomposed_rel_pos``). Six kernels compute it, each a
 function of this module with the signature of :data:`AttentionKernel`:
 
 * :func:`eager_attention`: the reference formula, softmax of ``q k^T * scale + bias`` computed
@@ -17,6 +17,9 @@ function of this module with the signature of :data:`AttentionKernel`:
 * :func:`chunked_softmax_attention`: explicit softmax blocks of one head and one half canvas each,
   at head width ``C``, run in parallel on torch's threads (:mod:`seggpt_model.threads`), merged by
   log-sum-exp; inference on CPU in fp32. It uses no SDPA.
+* :func:`flex_attention_kernel`: PyTorch's FlexAttention over whole canvases at head width ``C``,
+  the decomposed bias added inside the attention loop by a ``score_mod``; compiled on CUDA (the
+  candidate that avoids the fused kernel's padded width), unfused on CPU (tests).
 
 :func:`select_attention_kernel` is the one rule that picks a kernel from the implementation name
 (``set_attn_implementation`` of the models), device, dtype and grad mode. The encoder applies it
@@ -30,19 +33,22 @@ Token layout: a canvas of ``Hg x Wg`` patches (56 x 28 for ViT-L) flattened row-
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import flex_attention
 
 from .config import SegGptConfig
 from .threads import run_parallel
 
 #: Names accepted by ``set_attn_implementation``: ``"sdpa"`` (default) picks the fastest kernel for
 #: the call (see :func:`select_attention_kernel`), ``"eager"`` the reference formula; ``"fused"``,
-#: ``"split"`` and ``"chunked"`` force one kernel (for benchmarks and tests).
-ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "fused", "split", "chunked")
+#: ``"split"``, ``"chunked"`` and ``"flex"`` force one kernel (``"flex"`` is chosen on CUDA by the
+#: record that ``benchmarks/gpu_check.py`` writes, read by ``pipelines.kernel_record``).
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "fused", "split", "chunked", "flex")
 
 
 def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -103,16 +109,59 @@ def key_position_onehots(grid: tuple[int, int], dtype: torch.dtype, device: torc
     """One-hot row and column codes of every key token: ``(Hg*Wg, Hg + Wg)``.
 
     ``[row(m) one-hot | col(m) one-hot]`` so that ``[th | tw] @ onehots^T`` is the relative
-    position bias of :func:`rel_pos_terms`.
+    position bias of :func:`rel_pos_terms`. Built once per ``(grid, dtype, device)`` and shared
+    (read-only: callers copy it, never write to it), so a forward launches nothing to make it.
     """
+    return _key_position_onehots(tuple(grid), dtype, torch.device(device))
+
+
+@functools.lru_cache(maxsize=32)
+def _key_position_onehots(grid: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     hg, wg = grid
-    rows = torch.arange(hg, device=device).repeat_interleave(wg)             # (Hg*Wg,)
-    cols = torch.arange(wg, device=device).repeat(hg)                        # (Hg*Wg,)
-    onehots = torch.zeros(hg * wg, hg + wg, dtype=dtype, device=device)
-    index = torch.arange(hg * wg, device=device)
-    onehots[index, rows] = 1
-    onehots[index, hg + cols] = 1
+    with torch.inference_mode(False), torch.no_grad():   # a normal tensor, usable under autograd too
+        rows = torch.arange(hg, device=device).repeat_interleave(wg)         # (Hg*Wg,)
+        cols = torch.arange(wg, device=device).repeat(hg)                    # (Hg*Wg,)
+        onehots = torch.zeros(hg * wg, hg + wg, dtype=dtype, device=device)
+        index = torch.arange(hg * wg, device=device)
+        onehots[index, rows] = 1
+        onehots[index, hg + cols] = 1
     return onehots
+
+
+def cached_from_params(module: nn.Module, key: tuple, params: tuple[torch.Tensor, ...],
+                       build: Callable[[], object]):
+    """``build()``, computed once and reused while ``params`` are unchanged.
+
+    For tensors derived from weights alone (relative-position tables, the resized position grid)
+    that a forward used to rebuild in every layer or frame. The cache lives on ``module``
+    (``_param_cache``) and is dropped when any of ``params`` is written in place or replaced
+    (``Tensor._version`` and ``data_ptr``; the entry keeps a reference to the source storage, so
+    a freed address cannot come back under the same stamp). Not cached, and built as before, when
+    autograd could need the graph (grad mode on and a parameter requires grad) or while
+    ``torch.compile`` traces (the graph computes it), or for parameters made under inference mode
+    (they have no version counter to watch). Cached values are built with inference mode
+    and autograd off, so they are normal tensors usable in any mode; callers must not modify them.
+
+    Args:
+        module: owner of the cache.
+        key: what is built (and its dtype / options).
+        params: the parameters the value is derived from.
+        build: zero-argument function computing the value.
+    """
+    if (torch.compiler.is_compiling() or any(p.is_inference() for p in params)  # no version counter
+            or (torch.is_grad_enabled() and any(p.requires_grad for p in params))):
+        return build()
+    stamp = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    cache = module.__dict__.setdefault("_param_cache", {})
+    entry = cache.get(key)
+    if entry is not None and entry[0] == stamp:
+        return entry[2]
+    if entry is not None or (cache and next(iter(cache.values()))[0] != stamp):
+        cache.clear()                                   # the weights changed: every entry is stale
+    with torch.inference_mode(False), torch.no_grad():
+        value = build()
+    cache[key] = (stamp, tuple(p.detach() for p in params), value)
+    return value
 
 
 #: ``kernel(attention, prompt_tokens, query_tokens, ensemble_groups, workspace)`` ->
@@ -141,6 +190,10 @@ def select_attention_kernel(implementation: str, *, device: torch.device, dtype:
       which autograd cannot record.
     * ``"fused"``, ``"split"``, ``"chunked"``: that kernel; the last two only where ``"sdpa"``
       could pick them (CPU inference with even halves).
+    * ``"flex"``: :func:`flex_attention_kernel` on any device (on CPU the unfused reference
+      implementation, inference only: exact, not fast). ``"sdpa"`` never picks it by
+      itself: on CUDA the product picks it by name when the GPU check's record says it wins
+      (``pipelines.kernel_record``), a measured choice, not a guess.
 
     Args:
         implementation: one of :data:`ATTENTION_IMPLEMENTATIONS`.
@@ -169,6 +222,8 @@ def select_attention_kernel(implementation: str, *, device: torch.device, dtype:
         return chunked_softmax_attention if dtype == torch.float32 else split_flash_attention
     if implementation == "fused":
         return fused_sdpa_attention
+    if implementation == "flex":
+        return flex_attention_kernel
     if not cpu_inference:
         raise ValueError(f"the {implementation!r} attention kernel runs only for inference on CPU (no "
                          f"autograd) with prompt and query halves of Hg/2 rows; use 'sdpa' or 'fused'")
@@ -293,10 +348,14 @@ def _canvas_outputs(out: torch.Tensor, lp: int, ensemble_groups: int | None
 
 
 def _rel_tables(attention: SegGptAttention, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(Hg, Hg, C)`` and ``(Wg, Wg, C)`` relative position embeddings (:func:`get_rel_pos`)."""
+    """``(Hg, Hg, C)`` and ``(Wg, Wg, C)`` relative position embeddings (:func:`get_rel_pos`),
+    built once per weights and dtype (:func:`cached_from_params`)."""
     hg, wg = attention.grid
-    return (get_rel_pos(hg, hg, attention.rel_pos_h).to(dtype),
-            get_rel_pos(wg, wg, attention.rel_pos_w).to(dtype))
+
+    def build():
+        return (get_rel_pos(hg, hg, attention.rel_pos_h).to(dtype),
+                get_rel_pos(wg, wg, attention.rel_pos_w).to(dtype))
+    return cached_from_params(attention, ("rel_tables", dtype), (attention.rel_pos_h, attention.rel_pos_w), build)
 
 
 def eager_attention(attention: SegGptAttention, prompt_tokens: torch.Tensor, query_tokens: torch.Tensor,
@@ -389,6 +448,57 @@ def fused_sdpa_attention(attention: SegGptAttention, prompt_tokens: torch.Tensor
     return (*_canvas_outputs(out, lp, ensemble_groups), None)
 
 
+#: FlexAttention compiled for CUDA, built on first use: compiling costs seconds, so it must not
+#: happen at import or on CPU (where the unfused eager implementation is used).
+_COMPILED_FLEX: list = []
+
+
+def _flex_function(device: torch.device) -> Callable:
+    """``flex_attention`` compiled once for CUDA devices (the fused kernel), eager elsewhere."""
+    if device.type != "cuda" or torch.compiler.is_compiling():
+        return flex_attention
+    if not _COMPILED_FLEX:
+        _COMPILED_FLEX.append(torch.compile(flex_attention, dynamic=False))
+    return _COMPILED_FLEX[0]
+
+
+def flex_attention_kernel(attention: SegGptAttention, prompt_tokens: torch.Tensor,
+                          query_tokens: torch.Tensor, ensemble_groups: int | None = None,
+                          workspace: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, None]:
+    """PyTorch's FlexAttention over whole canvases at head width ``C``, the decomposed relative
+    position bias added inside the attention loop.
+
+    ``score_mod(score, b, h, q, k) = score + th[b, h, q, k // Wg] + tw[b, h, q, k % Wg]`` with
+    ``score = scale * q . k`` and ``th``, ``tw`` the ``(S, heads, N, Hg)`` / ``(S, heads, N, Wg)``
+    terms of :func:`rel_pos_terms` (MViTv2's ``add_decomposed_rel_pos``, Painter
+    ``models_seggpt.py``): the logits of :func:`eager_attention` without an ``(N, N)`` tensor and
+    without widening the head from 64 to 152 as :func:`fused_sdpa_attention` does (about 2.4x the
+    attention FLOPs for ViT-L). On CUDA the function is compiled once
+    (:func:`torch.compile` of ``torch.nn.attention.flex_attention``, the Triton kernel); on CPU
+    it runs PyTorch's unfused reference implementation, which materialises the scores (for tests
+    and as the exact-to-eager check). Shared query halves are repeated for every canvas of their
+    group, as :func:`fused_sdpa_attention` does. Backward runs on CUDA only (PyTorch 2.13's CPU
+    FlexAttention raises ``NotImplementedError`` for inputs that require grad).
+
+    Selected by name (``set_attn_implementation("flex")``); ``pipelines.model_stage`` selects it on
+    CUDA when the record of ``benchmarks/gpu_check.py`` says it is faster there.
+
+    Args and returns: see :data:`AttentionKernel` (``(S, Lp, D)``, ``(S or G, Lq, D)``, None), any
+    float dtype, any device; ``workspace`` is not used.
+    """
+    lp = prompt_tokens.shape[1]
+    qkv = _whole_canvases(attention, prompt_tokens, query_tokens)
+    query, key, value = qkv[0], qkv[1], qkv[2]
+    term_h, term_w = rel_pos_terms(query, *_rel_tables(attention, query.dtype), attention.grid)
+    wg = attention.grid[1]
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return score + term_h[b, h, q_idx, kv_idx // wg] + term_w[b, h, q_idx, kv_idx % wg]
+
+    out = _flex_function(query.device)(query, key, value, score_mod=score_mod, scale=attention.scale)
+    return (*_canvas_outputs(out, lp, ensemble_groups), None)
+
+
 # ------------------------------------------------------------------------------------------------
 # CPU inference kernels over half canvases, merged by log-sum-exp: split flash, chunked softmax
 # ------------------------------------------------------------------------------------------------
@@ -400,10 +510,14 @@ def _reversed_rel_tables(attention: SegGptAttention, dtype: torch.dtype,
     attention scale by default: the flash kernel multiplies every augmented product by the
     scale, so the position terms enter divided by it."""
     hg, wg = attention.grid
-    table_h = resized_rel_pos(attention.rel_pos_h, hg).flip(0)
-    table_w = resized_rel_pos(attention.rel_pos_w, wg).flip(0)
-    tables = torch.cat([table_h, table_w])
-    return (tables / attention.scale if divide_by_scale else tables).to(dtype)
+
+    def build():
+        table_h = resized_rel_pos(attention.rel_pos_h, hg).flip(0)
+        table_w = resized_rel_pos(attention.rel_pos_w, wg).flip(0)
+        tables = torch.cat([table_h, table_w])
+        return (tables / attention.scale if divide_by_scale else tables).to(dtype)
+    return cached_from_params(attention, ("reversed_rel_tables", dtype, divide_by_scale),
+                              (attention.rel_pos_h, attention.rel_pos_w), build)
 
 
 def _query_half_outputs(merged: torch.Tensor, ensemble_groups: int | None) -> torch.Tensor:
@@ -716,11 +830,14 @@ def residual_linear(residual: torch.Tensor, inputs: torch.Tensor, linear: nn.Lin
     expression (bias and product are added in another order); it saves the separate pass over the
     output that ``linear`` followed by ``+`` costs (a measured win, ``docs/benchmarks.md``). When
     autograd records the call (a tensor or weight requires grad), the same sum is computed by the
-    differentiable ``torch.addmm`` instead, since ``out=`` and in-place products are not recorded.
+    differentiable ``torch.addmm`` instead, since ``out=`` and in-place products are not recorded;
+    likewise under ``torch.compile`` (inductor fuses the add itself, and may give ``new_empty`` the
+    residual's strides, which the in-place ``view`` cannot take).
     """
     bias = linear.bias
-    if torch.is_grad_enabled() and (residual.requires_grad or inputs.requires_grad or linear.weight.requires_grad
-                                    or (bias is not None and bias.requires_grad)):
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and (
+            residual.requires_grad or inputs.requires_grad or linear.weight.requires_grad
+            or (bias is not None and bias.requires_grad))):
         start = residual if bias is None else residual + bias
         return torch.addmm(start.reshape(-1, start.shape[-1]), inputs.reshape(-1, inputs.shape[-1]),
                            linear.weight.t()).view(residual.shape)

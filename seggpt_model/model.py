@@ -30,7 +30,7 @@ from torch import nn
 
 from . import weights
 from .config import DEFAULT_CHECKPOINT, SegGptConfig
-from .layers import ATTENTION_IMPLEMENTATIONS, SegGptLayer
+from .layers import ATTENTION_IMPLEMENTATIONS, SegGptLayer, cached_from_params
 from .loss import seggpt_loss
 
 EMBEDDING_TYPES = ("instance", "semantic")
@@ -159,7 +159,13 @@ class SegGptEmbeddings(nn.Module):
         self.position_embeddings = nn.Parameter(torch.zeros(1, num_positions, d))
 
     def position_grid(self) -> torch.Tensor:
-        """Absolute position embeddings at the canvas grid: ``(1, Hg, Wg, D)``."""
+        """Absolute position embeddings at the canvas grid: ``(1, Hg, Wg, D)``.
+
+        The bicubic resize runs once per weights (:func:`~seggpt_model.layers.cached_from_params`),
+        not once per frame, outside autograd; the result is read-only."""
+        return cached_from_params(self, ("position_grid",), (self.position_embeddings,), self._position_grid)
+
+    def _position_grid(self) -> torch.Tensor:
         hg, wg = self.config.grid_size
         pos = self.position_embeddings[:, 1:]
         side = int(round(pos.shape[1] ** 0.5))
@@ -379,8 +385,9 @@ class SegGptModel(nn.Module):
         ``"sdpa"`` (default): the fastest kernel for each forward (explicit softmax blocks for fp32
         CPU inference, the CPU flash kernel on split keys for bf16/fp16 CPU inference, one fused
         ``scaled_dot_product_attention`` call with autograd or off CPU); ``"eager"``: the explicit
-        reference formula (for tests); ``"fused"``, ``"split"``, ``"chunked"``: force one kernel.
-        The rule is :func:`seggpt_model.layers.select_attention_kernel`.
+        reference formula (for tests); ``"fused"``, ``"split"``, ``"chunked"``: force one kernel;
+        ``"flex"``: FlexAttention with the bias in a ``score_mod`` (compiled on CUDA). The rule is
+        :func:`seggpt_model.layers.select_attention_kernel`.
 
         Raises ValueError for another name.
         """

@@ -18,6 +18,8 @@ Equivalence with ``transformers``' ``SegGptImageProcessor`` (PIL backend):
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -56,10 +58,18 @@ def build_palette(num_labels: int) -> torch.Tensor:
     return torch.cat([torch.zeros(1, 3, dtype=torch.long), colours]).to(torch.uint8)
 
 
+@functools.lru_cache(maxsize=16)
+def _imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std as ``(1, 3, 1, 1)`` float32 on ``device``, made once per device
+    (a ``torch.tensor(..., device=cuda)`` is a host-to-device copy per call). Read-only."""
+    with torch.inference_mode(False), torch.no_grad():
+        return (torch.tensor(IMAGENET_MEAN, device=device, dtype=torch.float32).view(1, 3, 1, 1),
+                torch.tensor(IMAGENET_STD, device=device, dtype=torch.float32).view(1, 3, 1, 1))
+
+
 def _normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``(B, 3, H, W)`` in [0, 255] -> ImageNet-normalised ``dtype``."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
+    mean, std = _imagenet_stats(x.device)
     return ((x.float() / 255.0 - mean) / std).to(dtype)
 
 
@@ -102,21 +112,25 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="nearest-exact")[:, 0].to(dtype)
 
 
-def labels_to_rgb(labels: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+def labels_to_rgb(labels: torch.Tensor, palette: torch.Tensor, check_range: bool = True) -> torch.Tensor:
     """Paint label maps with a palette.
 
     Args:
         labels: ``(B, H, W)`` integer ids in ``[0, len(palette))``.
         palette: ``(K, 3)`` uint8 RGB, e.g. :func:`build_palette`.
+        check_range: check the ids (reading their minimum and maximum, a host sync when the labels
+            are on a GPU). Callers that know the range already (``pipelines.model_stage`` checks
+            the host label maps before they go to the device) pass False and skip the sync; an id
+            outside the palette is then an indexing error of the device.
 
     Returns:
         ``(B, 3, H, W)`` uint8 RGB.
 
     Raises:
-        ValueError: a label outside the palette.
+        ValueError: a label outside the palette (with ``check_range``).
     """
     labels = labels.long()
-    if labels.numel() and (int(labels.max()) >= palette.shape[0] or int(labels.min()) < 0):
+    if check_range and labels.numel() and (int(labels.max()) >= palette.shape[0] or int(labels.min()) < 0):
         raise ValueError(f"labels must lie in [0, {palette.shape[0]}), got [{int(labels.min())}, "
                          f"{int(labels.max())}]")
     return palette.to(labels.device)[labels].permute(0, 3, 1, 2).contiguous()
@@ -143,7 +157,7 @@ def preprocess_masks(masks: torch.Tensor, size: int = 448, dtype: torch.dtype = 
 
 
 def preprocess_label_masks(labels: torch.Tensor, palette: torch.Tensor, size: int = 448,
-                           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                           dtype: torch.dtype = torch.float32, check_range: bool = True) -> torch.Tensor:
     """Label maps to normalised RGB prompt masks: nearest resize, then palette colours.
 
     Equal to ``preprocess_masks(labels_to_rgb(labels, palette))`` but resizes the one-channel map.
@@ -151,17 +165,20 @@ def preprocess_label_masks(labels: torch.Tensor, palette: torch.Tensor, size: in
     Args:
         labels: ``(B, H, W)`` integer ids.
         palette: ``(K, 3)`` uint8.
+        check_range: as in :func:`labels_to_rgb` (False: no host sync).
 
     Returns:
         ``(B, 3, size, size)`` ImageNet-normalised ``dtype``.
+
+    Raises:
+        ValueError: a label outside the palette (with ``check_range``).
     """
-    return _normalize(labels_to_rgb(resize_labels(labels, (size, size)), palette), dtype)
+    return _normalize(labels_to_rgb(resize_labels(labels, (size, size)), palette, check_range), dtype)
 
 
 def denormalize_masks(pred_masks: torch.Tensor) -> torch.Tensor:
     """``(B, 3, h, w)`` normalised predictions -> float32 RGB in [0, 255] (clipped)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=pred_masks.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=pred_masks.device).view(1, 3, 1, 1)
+    mean, std = _imagenet_stats(pred_masks.device)
     return ((pred_masks.float() * std + mean) * 255).clamp_(0, 255)
 
 

@@ -26,12 +26,16 @@ cannot load from a bare checkpoint (no decoder weights): that is a :class:`Check
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from .config import DEFAULT_CHECKPOINT, SegGptConfig
@@ -194,9 +198,6 @@ def _read_config(path: Path) -> SegGptConfig:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -244,10 +245,10 @@ def _hub_reachable(repo_id: str, revision: str | None, timeout: float = HUB_PROB
 
 def _download(repo_id: str, revision: str | None, cache_dir: str | None,
               local_files_only: bool) -> tuple[Path, Path]:
-    import logging
-
+    # lazy: importing huggingface_hub costs about 0.45 s, paid only when a checkpoint is fetched
+    # from the hub (local folders and files never need it)
     from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled  # lazy, as above
 
     # huggingface_hub logs every network retry as a warning; the outcome is reported below as one line
     hub_logger = logging.getLogger("huggingface_hub")
@@ -399,14 +400,12 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike) -> Path
     Raises:
         OSError: the folder cannot be written.
     """
-    from safetensors.torch import save
-
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     config = model.config.to_dict()
     if is_bare(tensors):
         config["architectures"] = ["SegGptModel"]
-    atomic_write(folder / WEIGHTS_NAME, save(tensors, metadata={"format": "pt"}))
+    atomic_write(folder / WEIGHTS_NAME, save_safetensors(tensors, metadata={"format": "pt"}))
     atomic_write(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
     return folder

@@ -50,6 +50,75 @@ def test_install_step_finds_every_dependency_it_may_install():
     assert declared["torch"].startswith("torch")
 
 
+def test_dependencies_parse_without_tomllib(monkeypatch):
+    """Python 3.10 has no tomllib: the hand parser reads the same requirement list."""
+    from benchmarks import gpu_check
+
+    text = (REPO / "pyproject.toml").read_text()
+    expected = gpu_check._parse_dependencies(text)
+    monkeypatch.setattr(gpu_check, "tomllib", None)
+    assert gpu_check._parse_dependencies(text) == expected and "torch>=2.2" in expected
+    assert gpu_check.declared_dependencies()["torch"] == "torch>=2.2"
+    assert gpu_check._parse_dependencies('[project]\nname = "x"\ndependencies = [\n  "a>=1",  # c\n  \'b\',\n]\n'
+                                         '[tool.x]\ndependencies = ["no"]\n') == ["a>=1", "b"]
+
+
+def test_strict_fp32_turns_tf32_off_and_restores():
+    import torch
+
+    from benchmarks.gpu_check import _StrictFp32
+
+    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    with _StrictFp32():
+        assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+        assert torch.backends.cudnn.conv.fp32_precision == torch.backends.cudnn.rnn.fp32_precision == "ieee"
+    assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == before
+
+
+def test_cpu_torch_build_gets_the_cuda_build(monkeypatch):
+    """A CPU build of torch (torch.version.cuda is None) is not taken for CUDA: the CUDA build is
+    installed (here: in this interpreter, as when no venv can be made), and a CPU build coming back
+    from pip fails in one line that says what to pass."""
+    from benchmarks import gpu_check
+
+    calls = []
+    statuses = iter([{"importable": True, "version": "2.13.0+cpu", "cuda_build": None, "available": False,
+                      "count": 0, "error": None}] * 2)
+    monkeypatch.setenv(gpu_check.VENV_MARK, "1")                    # as inside the venv: no second venv
+    monkeypatch.setattr(gpu_check, "driver_preflight", lambda: "GPU 0: fake")
+    monkeypatch.setattr(gpu_check, "_torch_status", lambda *a: next(statuses))
+    monkeypatch.setattr(gpu_check, "_pip", lambda args, what, python=None: calls.append(args))
+    with pytest.raises(gpu_check.CheckError, match="CPU build.*--torch-index-url"):
+        gpu_check.install("cuda")
+    assert calls == [["--force-reinstall", "torch==2.13.0"]]
+    # a CUDA build that sees no GPU fails at once, without installing anything
+    calls.clear()
+    monkeypatch.setattr(gpu_check, "_torch_status", lambda *a: {
+        "importable": True, "version": "2.13.0+cu128", "cuda_build": "12.8", "available": False, "count": 0,
+        "error": None})
+    with pytest.raises(gpu_check.CheckError, match="sees no GPU"):
+        gpu_check.install("cuda")
+    assert calls == []
+
+
+def test_no_driver_fails_in_one_line_within_a_minute(tmp_path):
+    """On a machine without an NVIDIA driver the full check (install step included) stops in one
+    line before downloading anything."""
+    import shutil as sh
+    import time
+
+    if sh.which("nvidia-smi") or Path("/proc/driver/nvidia/version").exists():
+        pytest.skip("this machine has an NVIDIA driver")
+    t0 = time.perf_counter()
+    proc = _run(["--docs", str(tmp_path / "x.md")], timeout=60)
+    assert time.perf_counter() - t0 < 60
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["gpu_check: error: no NVIDIA driver on this machine (no nvidia-smi, no "
+                     "/proc/driver/nvidia/version)"]
+    assert not (tmp_path / "x.md").exists()
+
+
 def test_synthetic_clip(tmp_path):
     from benchmarks.gpu_check import make_synthetic_clip
     from vos.labels import read_first_mask
@@ -79,6 +148,7 @@ def test_synthetic_clip(tmp_path):
     (["--frames", "/nonexistent/frames", "--first-mask", "/nonexistent/m.png"], "/nonexistent/frames: --frames not found"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--contexts", "0"], "--contexts must be positive"),
+    (["--budget", "0"], "--budget must be positive"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path):
     proc = _run(["--device", "cpu", "--no-install", "--docs", str(tmp_path / "x.md"), *args], timeout=120)
@@ -107,7 +177,7 @@ def test_cpu_flow_on_car_shadow(shared_data, tmp_path):
                  "--docs", str(doc), "--peak-tflops", "2", "--frames", str(frames), "--first-mask", str(mask),
                  "--prompts", "1", "2", "--contexts", "1", "2", "--run-context", "2", "--run-dtype", "float32",
                  "--repeat", "1", "--warmup", "0", "--compile", "--compile-variants", "cuda-graph", "--keep"],
-                env={"OUT": str(out), "TMPDIR": str(work)})
+                env={"OUT": str(out), "TMPDIR": str(work), "VOS_ATTENTION_RECORD": str(tmp_path / "record.json")})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     res = json.loads((out / "gpu_check.json").read_text())
@@ -143,9 +213,21 @@ def test_cpu_flow_on_car_shadow(shared_data, tmp_path):
         assert labels.shape == (480, 854) and set(np.unique(labels)) <= {0, 1}
 
     (comp,) = res["compile"]
-    assert comp["variant"] == "cuda-graph" and comp["status"] == "skipped"
-    assert "CUDA graphs need a CUDA device" in comp["reason"]
-    assert "[compile] cuda-graph: skipped: RuntimeError: CUDA graphs need a CUDA device" in proc.stdout
+    assert comp["variant"] == "cuda-graph" and comp["status"] == "not measured"
+    assert "CUDA graphs need a CUDA device" in comp["reason"] and comp["phase"] == "compiling"
+    assert "[compile] cuda-graph: not measured: RuntimeError: CUDA graphs need a CUDA device" in proc.stdout
+
+    # the attention comparison ran (flex against sdpa, bf16, largest context) but records nothing on CPU
+    att = res["attention"]
+    (flex,) = att["rows"]
+    assert att["context"] == 2 and flex["variant"] == "attn-flex" and flex["status"] == "ok"
+    assert flex["label_agreement"] >= 0.995 and flex["eager_s"] > 0 and flex["compiled_s"] > 0
+    assert att["winner"] in ("sdpa", "flex") and att["record"] is None and "CPU run" in att["note"]
+    assert not (tmp_path / "record.json").exists() and not (out / "attention_record.json").exists()
+    # the bf16 figures are printed against their gate
+    for r in rows:
+        assert (f"gpu_check: bfloat16 N={r['prompts']}: labels {100 * r['label_agreement']:.3f}% = CPU fp32 "
+                f"(gate 99.5%, margin") in proc.stdout
 
     text = doc.read_text()
     assert text.startswith("# Benchmarks\n\nOther text.") and text.rstrip().endswith("Tail.")
@@ -155,4 +237,28 @@ def test_cpu_flow_on_car_shadow(shared_data, tmp_path):
     assert (out / "gpu_check.md").read_text().strip() == res["markdown"].strip()
     assert "Parity against the CPU fp32 forward: PASS" in section
     assert f"{100 * rows[0]['label_agreement']:.3f}%" in section
-    assert "40 PNGs written" in section and "skipped: RuntimeError: CUDA graphs need a CUDA device" in section
+    assert "40 PNGs written" in section and "not measured: RuntimeError: CUDA graphs need a CUDA device" in section
+    assert "Attention kernel: sdpa (fused, width 152) against flex" in section
+
+
+@pytest.mark.slow
+def test_budget_reports_steps_not_measured(shared_data, tmp_path):
+    """A budget that runs out after the parity step: the report is still written, every later step
+    says "not measured" with the reason, and the check fails (vos run did not run)."""
+    seq = shared_data / "davis_sample"
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = _run(["--device", "cpu", "--config", str(CONFIGS / "seggpt-tiny.json"), "--no-install", "--no-doc",
+                 "--frames", str(seq / "JPEGImages" / "480p" / "car-shadow"),
+                 "--first-mask", str(seq / "Annotations" / "480p" / "car-shadow" / "00000.png"),
+                 "--prompts", "1", "--contexts", "1", "--repeat", "1", "--warmup", "0", "--budget", "1",
+                 "--compile", "--compile-variants", "inductor"], env={"OUT": str(out)})
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    res = json.loads((out / "gpu_check.json").read_text())
+    assert res["complete"] and not res["passed"] and res["parity"]["passed"]
+    for step in ("speed", "end_to_end"):
+        assert res[step]["not_measured"].startswith("time budget")
+    assert [r["status"] for r in res["attention"]["rows"]] == ["not measured"]
+    assert [(r["variant"], r["status"]) for r in res["compile"]] == [("inductor", "not measured")]
+    assert "time budget" in res["compile"][0]["reason"]
+    assert "Not measured: time budget" in res["markdown"]

@@ -241,7 +241,7 @@ def test_forward_hooks_fire_once_per_layer(tiny_pair):
         assert torch.equal(canvas, plain.hidden_states[i + 1])
 
 
-@pytest.mark.parametrize("name", ["fused", "split", "chunked"])
+@pytest.mark.parametrize("name", ["fused", "split", "chunked", "flex"])
 @torch.no_grad()
 def test_every_attention_implementation_agrees_with_eager(tiny_pair, name):
     _, ours = tiny_pair
@@ -276,6 +276,9 @@ def test_attention_kernel_dispatch_rule():
     assert pick("fused") is pick("fused", grad=True) is L.fused_sdpa_attention
     assert pick("split") is L.split_flash_attention
     assert pick("chunked", dtype=torch.bfloat16) is L.chunked_softmax_attention
+    for kw in ({}, {"device": "cuda"}, {"grad": True}, {"dtype": torch.bfloat16}, {"halves": False}):
+        assert pick("flex", **kw) is L.flex_attention_kernel
+    assert pick("flex", attentions=True) is L.eager_attention and pick("flex", rel=False) is L.plain_sdpa_attention
     for forced in ("split", "chunked"):
         with pytest.raises(ValueError, match="inference on CPU"):
             pick(forced, grad=True)

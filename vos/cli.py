@@ -1,4 +1,4 @@
-"""The ``vos`` command line: ``vos run``, ``vos batch``, ``vos eval``, ``vos image`` and ``vos mask``.
+"""The ``vos`` command line: ``vos run``, ``vos batch``, ``vos eval``, ``vos image``, ``vos mask`` and ``vos app``.
 
 Only argparse and the torch-free error and signal modules are imported at start so that ``vos
 --help`` is instant; each subcommand's module (:mod:`vos.commands`, and with it torch, av or ray) is
@@ -139,7 +139,7 @@ def _add_prompt_args(p: argparse.ArgumentParser, *, required: bool = False,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``vos`` argument parser with its five subcommands."""
+    """The ``vos`` argument parser with its six subcommands."""
     parser = argparse.ArgumentParser(
         prog="vos",
         description="Video object segmentation with SegGPT: give a video and its first frame's "
@@ -303,11 +303,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="MASK.png", help="the mask PNG to write")
     p.add_argument("--overlay", default=None, metavar="PNG",
                    help="also write the frame with the coloured mask")
+    # ---- vos app ---------------------------------------------------------------------------
+    p = sub.add_parser(
+        "app", help="a web page to annotate, propagate, correct and export a video",
+        description="Serve a Gradio page to open a video, mark objects on any frame (paint, import "
+                    "a mask PNG, or words), propagate, correct and export, with the API endpoints "
+                    "/open_video, /add_mask, /propagate, /export and /export_videos. One model, "
+                    "loaded once, serves every browser tab; results equal vos run's. Needs the app "
+                    'extra: pip install "seggpt-vos[app]".')
+    p.add_argument("video", nargs="?", default=None, metavar="VIDEO",
+                   help="a video (file or frame folder) every new session opens at start")
+    p.add_argument("--max-pinned", type=int, default=None, metavar="P",
+                   help="annotated frames kept as prompts, the P most recent (default: 4)")
+    _add_model_args(p)
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                   help="interface to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, metavar="N", help="TCP port (default: 7860)")
+    p.add_argument("--text-model", default=None, metavar="ID_OR_PATH",
+                   help="CLIPSeg checkpoint for the page's word prompts (default: "
+                        "CIDAS/clipseg-rd64-refined; needs the prompts extra)")
+
     return parser
 
 
 # subcommand -> module whose ``main(args) -> int`` runs it (imported lazily)
-_COMMANDS = {name: f"vos.commands.{name}" for name in ("run", "batch", "eval", "image", "mask")}
+_COMMANDS = {name: f"vos.commands.{name}" for name in ("run", "batch", "eval", "image", "mask", "app")}
 
 
 def main(argv: list[str] | None = None) -> int:

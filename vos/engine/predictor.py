@@ -14,6 +14,11 @@ Rules (issue 14, ``vos run --mask K:FILE``):
   labels, is pinned (the most recent ``max_pinned`` when there are more); the most recent predicted
   frames fill the rest of ``context``, first in, first out. With a single annotation on frame 0 this
   is :class:`vos.engine.session.VideoSession` exactly.
+* Resume (:meth:`VideoPredictor.resume`): a fresh predictor given the same annotations is put in
+  the state an earlier run had just before frame ``K`` (pinned annotated frames, the FIFO of
+  predictions, object ids) from the frames and labels that run kept, so that stepping ``K, K+1,
+  ...`` gives what the earlier run would have given (``vos app`` re-propagates from a correction
+  without redoing the frames before it).
 * Backward (:meth:`VideoPredictor.backward`): frames ``A-1, ..., 0`` are segmented in that order
   from annotation ``A`` alone, with the same memory rules: the result equals a forward run over the
   reversed frames ``A, A-1, ..., 0`` with ``A``'s mask as first mask. Objects first annotated after
@@ -22,7 +27,7 @@ Rules (issue 14, ``vos run --mask K:FILE``):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +88,7 @@ class VideoPredictor:
         self._last: int | None = None
         # the earliest annotated frame: (index, its prompt, the ObjectIds of its objects alone)
         self._origin: tuple[int, object, ObjectIds] | None = None
+        self._last_prompt = None            # the prompt of the frame stepped last
 
     # -- annotations ----------------------------------------------------------------------------
     def add_mask(self, frame_index: int, ids: np.ndarray, void: np.ndarray | None = None) -> Annotation:
@@ -177,10 +183,81 @@ class VideoPredictor:
         if ann is None:
             out, prompt = segment_frame(self.stage, self.memory, self.ids, rgb, self.per_object)
             self.memory.push(prompt)
+            self._last_prompt = prompt
         else:
             out = self._apply(k, ann, rgb)
+            self._last_prompt = None
         self._last = k
         return out
+
+    @property
+    def last_prompt_labels(self) -> np.ndarray | None:
+        """The labels ``0..K`` the memory keeps for the predicted frame stepped last, or None after an
+        annotated frame (or before any step).
+
+        ``(S, S)`` uint8 at the model's resolution for a :class:`pipelines.model_stage.SegGptStage`
+        (not the frame's size: the output ids cannot rebuild them exactly); with the frame's rgb,
+        what :meth:`resume` takes back for that frame.
+        """
+        p = self._last_prompt
+        if p is None:
+            return None
+        h, w = p.labels.shape[-2:]
+        return np.asarray(self.stage.to_frame(p.labels, h, w), dtype=np.uint8)
+
+    # -- resume ---------------------------------------------------------------------------------
+    def resume(self, frame_index: int, load: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> None:
+        """Put this fresh predictor in the state an earlier run had just before stepping frame ``K``.
+
+        The earlier run had the same settings and the same annotations on frames before ``K`` (given
+        to this predictor with :meth:`add_mask`, together with any at ``K`` and later, which are then
+        applied when stepped), and stepped ``A, ..., K-1`` forward. Only the frames the memory holds
+        are loaded: the pinned annotated frames (the ``max_pinned`` most recent, and ``A``) and the
+        ``context - 1`` most recent predicted frames before ``K``. The prompts are rebuilt with
+        ``stage.prompt`` exactly as they were made, so stepping ``K, K+1, ...`` afterwards (and
+        :meth:`backward`) gives what the earlier run gave or would have given, bit for bit.
+
+        Args:
+            frame_index: ``K``, after the earliest annotated frame ``A``.
+            load: ``load(i) -> (rgb, labels)`` for a frame ``i`` in ``A..K-1``: ``(H, W, 3)`` uint8 and,
+                for an annotated frame, its ``(H, W)`` uint8 output ids as :meth:`step` returned them;
+                for a predicted frame, its :attr:`last_prompt_labels` saved after stepping it.
+
+        Raises:
+            RuntimeError: this predictor has stepped a frame already.
+            ValueError: no annotation before ``K``, or a loaded frame or label map of the wrong size.
+        """
+        k = int(frame_index)
+        if self._last is not None:
+            raise RuntimeError("resume() needs a predictor that has not stepped any frame")
+        first = self.first_annotated
+        if first is None or k <= first:
+            raise ValueError(f"resume() needs an annotated frame before frame {k} (earliest: {first})")
+        annotated = sorted(i for i in self._pending if i < k)
+        anns = [self._pending.pop(i) for i in annotated]
+        self.ids = ObjectIds(anns[0].object_ids)
+        for ann in anns[1:]:
+            self.ids.add(ann.object_ids)
+        keep = set(annotated[-self.max_pinned:]) | {first}
+        prompts = {}
+        for i in sorted(keep):
+            rgb, out = load(i)
+            self._check_rgb(rgb)
+            if np.shape(out) != (self.height, self.width):
+                raise ValueError(f"output of frame {i} has shape {np.shape(out)}, expected "
+                                 f"{(self.height, self.width)}")
+            prompts[i] = self.stage.prompt(rgb, self.ids.to_labels(np.asarray(out, dtype=np.uint8)))
+        self._origin = (first, prompts[first], ObjectIds(anns[0].object_ids))
+        for i in annotated[-self.max_pinned:]:
+            self.memory.pin(prompts[i])
+        if self.context > 1:
+            marks = set(annotated)
+            predicted = [i for i in range(k - 1, first, -1) if i not in marks][:self.context - 1]
+            for i in reversed(predicted):
+                rgb, labels = load(i)
+                self._check_rgb(rgb)
+                self.memory.push(self.stage.prompt(rgb, np.asarray(labels, dtype=np.uint8)))
+        self._last = k - 1
 
     def _apply(self, k: int, ann: Annotation, rgb: np.ndarray) -> np.ndarray:
         """Output and pinned prompt of annotated frame ``k``."""
