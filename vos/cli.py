@@ -92,6 +92,8 @@ CONTEXT_HELP = {
     "batch": "prompts per frame of each video, as in vos run: its annotated frames plus its most "
              "recent predicted frames (default: 8)",
     "image": "use at most N of the prompt image/mask pairs, the first ones (default: all of them)",
+    "app": "prompts per frame of every session, as in vos run: the annotated frames plus the most "
+           "recent predicted frames (default: 8)",
 }
 
 
@@ -315,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a video (file or frame folder) every new session opens at start")
     p.add_argument("--max-pinned", type=int, default=None, metavar="P",
                    help="annotated frames kept as prompts, the P most recent (default: 4)")
-    _add_model_args(p)
+    _add_model_args(p, "app")
     p.add_argument("--host", default="127.0.0.1", metavar="ADDR",
                    help="interface to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860, metavar="N", help="TCP port (default: 7860)")
