@@ -8,6 +8,13 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Names accepted by ``set_attn_implementation`` (and ``--attn``): ``"sdpa"`` (default) picks the
+#: fastest kernel for the call (see :func:`seggpt_model.layers.select_attention_kernel`),
+#: ``"eager"`` the reference formula; ``"fused"``, ``"split"``, ``"chunked"`` and ``"flex"`` force
+#: one kernel (``"flex"`` is chosen on CUDA by the record that ``benchmarks/gpu_check.py`` writes,
+#: read by ``pipelines.kernel_record``). Torch-free, so the CLI can list them.
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "fused", "split", "chunked", "flex")
+
 #: Hub id of the public SegGPT checkpoint used when none is given (importable without torch).
 DEFAULT_CHECKPOINT = "BAAI/seggpt-vit-large"
 

@@ -41,14 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention.flex_attention import flex_attention
 
-from .config import SegGptConfig
+from .config import ATTENTION_IMPLEMENTATIONS, SegGptConfig
 from .threads import run_parallel
 
-#: Names accepted by ``set_attn_implementation``: ``"sdpa"`` (default) picks the fastest kernel for
-#: the call (see :func:`select_attention_kernel`), ``"eager"`` the reference formula; ``"fused"``,
-#: ``"split"``, ``"chunked"`` and ``"flex"`` force one kernel (``"flex"`` is chosen on CUDA by the
-#: record that ``benchmarks/gpu_check.py`` writes, read by ``pipelines.kernel_record``).
-ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "fused", "split", "chunked", "flex")
 
 
 def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import importlib
 import sys
 import warnings
 
+from seggpt_model.config import ATTENTION_IMPLEMENTATIONS
 from vos import __version__
 from vos.errors import user_errors
 from vos.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, sigterm_received, terminate_on_sigterm
@@ -104,6 +105,12 @@ def _add_model_args(p: argparse.ArgumentParser, command: str) -> None:
                         "Hugging Face cache only)")
     _add_device_args(p)
     p.add_argument("--context", type=int, default=None, metavar="N", help=CONTEXT_HELP[command])
+    p.add_argument("--attn", default=None, choices=("auto", *ATTENTION_IMPLEMENTATIONS),
+                   help="attention kernel (default: auto = the fastest measured for the device: "
+                        "on CUDA the record benchmarks/gpu_check.sh writes, else sdpa)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (with CUDA graphs on CUDA): slower start, fewer "
+                        "kernel launches per frame; meant for GPUs")
     p.add_argument("--config", default=None, metavar="FILE",
                    help="JSON file of defaults for these options (command-line flags win)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")

@@ -66,6 +66,8 @@ class AppSettings:
     context: int = DEFAULT_CONTEXT
     max_pinned: int = DEFAULT_MAX_PINNED
     text_model: str | None = None        # CLIPSeg for word prompts (None: vos mask's default)
+    attn: str = "auto"                   # attention kernel (--attn)
+    compile: bool = False                # torch.compile the model (--compile)
 
 
 class ModelHost:
@@ -83,7 +85,8 @@ class ModelHost:
     def __init__(self, settings: AppSettings, stage=None) -> None:
         self.settings = settings
         self.stage = stage if stage is not None else load_stage(settings.checkpoint, settings.device,
-                                                                settings.dtype)
+                                                                settings.dtype, attn=settings.attn,
+                                                                compile=settings.compile)
         self.lock = threading.Lock()
         self._proposer = None
 

@@ -150,13 +150,15 @@ def plan_actors(ray, *, device: str | None, n_jobs: int, num_actors: int | None 
 
 def actor_setup(ray, *, checkpoint: str | None, device: str | None, dtype: str | None, n_jobs: int,
                 num_actors: int | None = None, gpus_per_actor: float | None = None,
-                cpus_per_actor: float | None = None) -> tuple[Any, dict[str, Any], int]:
+                cpus_per_actor: float | None = None, attn: str = "auto",
+                compile: bool = False) -> tuple[Any, dict[str, Any], int]:
     """The :class:`vos.batch.worker.VideoWorker` actor class, its constructor arguments and the pool
     size for :func:`vos.batch.pool.run_jobs` (from :func:`plan_actors`)."""
     num, gpus, cpus, device = plan_actors(ray, device=device, n_jobs=n_jobs, num_actors=num_actors,
                                           gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor)
     kwargs = {"checkpoint": checkpoint_arg(checkpoint), "device": device, "dtype": dtype,
-              "num_threads": threads_for_cpus(cpus), "defer_init_errors": True}
+              "num_threads": threads_for_cpus(cpus), "defer_init_errors": True, "attn": attn,
+              "compile": compile}
     return actor_class(VideoWorker, num_gpus=gpus, num_cpus=cpus), kwargs, num
 
 
@@ -210,6 +212,7 @@ def run_on_cluster(args, opts: dict[str, Any]):
         job.update(text=list(prompt.check().texts) or None, classes=list(prompt.classes) or None)
     with ray_session(args.address) as ray:
         cls, kwargs, _ = actor_setup(ray, checkpoint=opts.get("checkpoint"), device=device, dtype=dtype,
+                                     attn=opts.get("attn") or "auto", compile=bool(opts.get("compile")),
                                      n_jobs=1, num_actors=1)
         (record,) = run_jobs([job], actor_cls=cls, actor_kwargs=kwargs, num_actors=1,
                              max_retries=DEFAULT_MAX_RETRIES)

@@ -70,6 +70,8 @@ class BatchOptions:
     dtype: str = "auto"
     context: int = DEFAULT_CONTEXT
     per_object: bool = False
+    attn: str = "auto"
+    compile: bool = False
     num_actors: int | None = None
     gpus_per_actor: float | None = None
     cpus_per_actor: float | None = None
@@ -211,6 +213,7 @@ def run_batch(jobs: list[Job], options: BatchOptions, *,
     try:
         if todo:
             cls, kwargs, num = actor_setup(ray, checkpoint=checkpoint, device=options.device,
+                                           attn=options.attn, compile=options.compile,
                                            dtype=options.dtype, n_jobs=len(todo),
                                            num_actors=options.num_actors,
                                            gpus_per_actor=options.gpus_per_actor,

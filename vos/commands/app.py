@@ -39,7 +39,8 @@ def main(args) -> int:
         print(f"vos app: loading SegGPT checkpoint {opts['checkpoint'] or DEFAULT_CHECKPOINT}", flush=True)
     host = ModelHost(AppSettings(checkpoint=opts["checkpoint"], device=opts["device"], dtype=opts["dtype"],
                                  context=opts["context"], max_pinned=opts["max_pinned"],
-                                 text_model=args.text_model))
+                                 text_model=args.text_model, attn=opts["attn"],
+                                 compile=bool(opts["compile"])))
     try:
         launch(host, args.video, server_name=args.host, port=args.port, quiet=opts["quiet"])
     except OSError as exc:

@@ -61,6 +61,7 @@ def main(args) -> int:
     options = BatchOptions(
         output=opts["output"], checkpoint=opts["checkpoint"], device=opts["device"],
         dtype=opts["dtype"], context=opts["context"], per_object=bool(opts["per_object"]),
+        attn=opts["attn"], compile=bool(opts["compile"]),
         num_actors=opts["num_actors"], gpus_per_actor=opts["gpus_per_actor"],
         cpus_per_actor=opts["cpus_per_actor"], max_retries=opts["max_retries"],
         resume=bool(args.resume), quiet=bool(opts["quiet"]))

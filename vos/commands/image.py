@@ -19,6 +19,8 @@ DEFAULTS: dict[str, Any] = {
     "dtype": "auto",
     "context": None,             # None -> every prompt pair given
     "num_labels": None,          # None -> objects of the prompt masks
+    "attn": "auto",
+    "compile": False,
     "output": "results",
     "quiet": False,
 }
@@ -64,7 +66,8 @@ def main(args) -> int:
                             mask_prompt=mask_prompt, output=opts["output"],
                             num_labels=opts["num_labels"], overlay=bool(args.overlay),
                             checkpoint=opts["checkpoint"], device=opts["device"], dtype=opts["dtype"],
-                            context=opts["context"], quiet=opts["quiet"])
+                            context=opts["context"], quiet=opts["quiet"], attn=opts["attn"],
+                            compile=opts["compile"])
     if not opts["quiet"]:
         shots = "one-shot" if result.prompts == 1 else f"{result.prompts}-shot"
         print(f"{len(result.outputs)} image(s), {shots}, labels {list(result.label_ids)} -> "

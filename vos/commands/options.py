@@ -17,6 +17,8 @@ DEFAULTS: dict[str, Any] = {
     "context": DEFAULT_CONTEXT,
     "max_pinned": DEFAULT_MAX_PINNED,
     "per_object": False,
+    "attn": "auto",
+    "compile": False,
     "output": "results",
     "quiet": False,
 }

@@ -38,7 +38,8 @@ def main(args) -> int:
                            per_object=opts["per_object"], overlay=args.overlay,
                            mask_video=args.mask_video, allow_partial=args.allow_partial,
                            quiet=opts["quiet"], prompt=prompt, frames=frames,
-                           fps=getattr(args, "fps", None), overwrite=overwrite)
+                           fps=getattr(args, "fps", None), overwrite=overwrite, attn=opts["attn"],
+                           compile=opts["compile"])
     if not opts["quiet"]:
         def fps(v):
             return f"{v:.2f}" if v else "n/a"

@@ -160,7 +160,8 @@ def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
                    output: str | os.PathLike = "results", num_labels: int | None = None,
                    overlay: bool = False, checkpoint: str | None = None, device: str | None = "auto",
                    dtype: str | None = "auto", context: int | None = None, quiet: bool = True,
-                   stage=None, mask_prompt=None, proposer=None) -> ImageResult:
+                   stage=None, mask_prompt=None, proposer=None, attn: str = "auto",
+                   compile: bool = False) -> ImageResult:
     """Segment query images from prompt image/mask pairs (library form of ``vos image``).
 
     Args:
@@ -242,7 +243,7 @@ def segment_images(queries: list, prompt_images: list, prompt_masks: list, *,
         raise OutputError(f"{root}: output folder is not writable (permission denied)")
 
     if stage is None:
-        stage = load_stage(checkpoint, device, dtype)
+        stage = load_stage(checkpoint, device, dtype, attn=attn, compile=compile)
     palette = davis_palette()
     result = ImageResult(outputs=[], label_ids=tuple(int(i) for i in out_ids[1:]), prompts=len(masks))
     t0 = time.perf_counter()

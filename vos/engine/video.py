@@ -309,7 +309,7 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
               device: str | None = "auto", dtype: str | None = "auto", context: int = DEFAULT_CONTEXT,
               per_object: bool = False, overlay: str | os.PathLike | None = None,
               mask_video: str | os.PathLike | None = None, allow_partial: bool = False, quiet: bool = True,
-              stage=None, prompt=None, proposer=None,
+              stage=None, prompt=None, proposer=None, attn: str = "auto", compile: bool = False,
               stem_masks: dict[str, str | os.PathLike] | None = None,
               mask_objects: dict[str, Sequence[int]] | None = None,
               write_stems: Collection[str] | None = None, backward: bool = True,
@@ -444,7 +444,7 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                 if not quiet:
                     print(f"loading SegGPT checkpoint {checkpoint or DEFAULT_CHECKPOINT}",
                           file=sys.stderr, flush=True)
-                stage = load_stage(checkpoint, device, dtype)
+                stage = load_stage(checkpoint, device, dtype, attn=attn, compile=compile)
             load_s = time.perf_counter() - t_load
 
             predictor = VideoPredictor(stage, source.height, source.width, context=context,
@@ -543,6 +543,7 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                     "device": str(stage.device), "dtype": str(stage.dtype).replace("torch.", ""),
                     "context": context, "max_pinned": max_pinned, "per_object": per_object,
                     "embedding_type": stage.embedding_type, "allow_partial": allow_partial,
+                    "attn": attn, "compile": compile,
                     **({} if backward else {"backward": False}),
                     **({} if keep is None else {"write_stems": len(keep)}),
                 },
@@ -602,7 +603,8 @@ def run_video_objects(video: str | os.PathLike, object_masks: dict[int | str, st
                       output: str | os.PathLike = "results", name: str | None = None,
                       write_stems: Collection[str] | None = None, checkpoint: str | None = None,
                       device: str | None = "auto", dtype: str | None = "auto", stage=None,
-                      quiet: bool = True, **kwargs: Any) -> RunResult:
+                      quiet: bool = True, attn: str = "auto", compile: bool = False,
+                      **kwargs: Any) -> RunResult:
     """Track each object on its own (SA-V): ``output/NAME/OBJ/STEM.png`` binary masks per object.
 
     Object ``OBJ``'s results are exactly those of :func:`run_video` with its mask alone (on the
@@ -635,7 +637,7 @@ def run_video_objects(video: str | os.PathLike, object_masks: dict[int | str, st
     t0 = time.perf_counter()
     if stage is None:
         check_device_dtype(device, dtype)
-        stage = load_stage(checkpoint, device, dtype)
+        stage = load_stage(checkpoint, device, dtype, attn=attn, compile=compile)
     name = name or Path(video).resolve().name
     root = Path(output)
     try:
