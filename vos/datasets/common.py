@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.sources import IMAGE_EXTENSIONS, natural_sort_key
+from vos.datasets.job import Job
 from vos.errors import UserError
 
 __all__ = [
@@ -127,3 +128,41 @@ def read_name_list(path: Path) -> list[str]:
     if not names:
         raise UserError(f"{path}: lists no video")
     return list(dict.fromkeys(names))
+
+
+def split_root(root: str | os.PathLike, what: str) -> Path:
+    """``root`` (absolute) when it holds ``JPEGImages/`` and ``Annotations/``.
+
+    Raises:
+        UserError: ``"{root}: not {what} (no JPEGImages/ folder)"`` (or ``Annotations/``).
+    """
+    root = Path(root).resolve()
+    for part in ("JPEGImages", "Annotations"):
+        if not (root / part).is_dir():
+            raise UserError(f"{root}: not {what} (no {part}/ folder)")
+    return root
+
+
+def frames_root(root: Path, all_frames: str | os.PathLike | None) -> Path:
+    """Where the videos' frame folders are: ``root/JPEGImages``, or the ``--all-frames`` folder.
+
+    Raises:
+        UserError: an ``--all-frames`` folder that does not exist.
+    """
+    if all_frames is None:
+        return root / "JPEGImages"
+    folder = Path(all_frames).resolve()
+    if not folder.is_dir():
+        raise UserError(f"{folder}: --all-frames folder does not exist")
+    return folder
+
+
+def first_appearance_job(vid: str, where: str, root: Path, frames: Path, starts: dict[str, list[int]],
+                         write_stems: tuple[str, ...] | None = None) -> Job:
+    """The job of a video whose objects are prompted by their first-appearance masks only
+    (YouTube-VOS, LVOS): ``Annotations/VID/STEM.png`` for each start stem, holding the objects
+    ``starts[STEM]``; no backward pass before the first annotation."""
+    stem_masks = {s: os.path.join(root, "Annotations", vid, f"{s}.png") for s in sort_stems(starts)}
+    return Job(vid, os.path.join(frames, vid), None, where, stem_masks=stem_masks,
+               mask_objects={s: tuple(sorted(starts[s])) for s in stem_masks},
+               write_stems=write_stems, backward=False)

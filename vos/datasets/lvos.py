@@ -27,7 +27,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vos.datasets.common import (list_stems, natural_sort_key, object_id, read_meta_json, sort_stems,
+from vos.datasets.common import (first_appearance_job, frames_root, list_stems, natural_sort_key, object_id,
+                                 read_meta_json, split_root,
                                  video_objects)
 from vos.datasets.job import Job, check_name
 from vos.errors import UserError
@@ -98,17 +99,12 @@ def read_lvos_root(root: str | os.PathLike, all_frames: str | os.PathLike | None
         UserError: missing folders or meta JSON, a meta JSON that is not JSON or lacks ``videos``,
             a video without objects, an object without ``frame_range.start``, bad ids or names.
     """
-    root = Path(root).resolve()
-    for part in ("JPEGImages", "Annotations"):
-        if not (root / part).is_dir():
-            raise UserError(f"{root}: not an LVOS split (no {part}/ folder)")
+    root = split_root(root, "an LVOS split")
     meta = meta_file(root)
     if meta is None:
         raise UserError(f"{root}: not an LVOS split (no *_meta.json)")
     videos = read_meta_json(meta)
-    frames_root = root / "JPEGImages" if all_frames is None else Path(all_frames).resolve()
-    if all_frames is not None and not frames_root.is_dir():
-        raise UserError(f"{frames_root}: --all-frames folder does not exist")
+    frames_dir = frames_root(root, all_frames)
     jobs = []
     for vid in sorted(videos, key=natural_sort_key):
         where = f"{meta}: video {vid!r}"
@@ -124,9 +120,7 @@ def read_lvos_root(root: str | os.PathLike, all_frames: str | os.PathLike | None
             if not isinstance(rng, dict) or "start" not in rng:
                 raise UserError(f"{where}: object {key!r} has no 'frame_range.start'")
             starts.setdefault(_start_stem(rng["start"], annotated, f"{where}: object {key!r}"), []).append(oid)
-        stem_masks = {s: str(root / "Annotations" / vid / f"{s}.png") for s in sort_stems(starts)}
-        jobs.append(Job(vid, str(frames_root / vid), None, where, stem_masks=stem_masks,
-                        mask_objects={s: tuple(sorted(starts[s])) for s in stem_masks}, backward=False))
+        jobs.append(first_appearance_job(vid, where, root, frames_dir, starts))
     if not jobs:
         raise UserError(f"{meta}: lists no video")
     return jobs

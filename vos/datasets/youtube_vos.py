@@ -25,7 +25,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vos.datasets.common import (first_stem, natural_sort_key, object_id, read_meta_json, sort_stems,
+from vos.datasets.common import (first_appearance_job, first_stem, frames_root, natural_sort_key, object_id,
+                                 read_meta_json, sort_stems, split_root,
                                  video_objects)
 from vos.datasets.job import Job, check_name
 from vos.errors import UserError
@@ -58,17 +59,12 @@ def read_youtube_vos_root(root: str | os.PathLike, all_frames: str | os.PathLike
         UserError: missing folders or ``meta.json``, ``meta.json`` not JSON or without ``videos``,
             a video without objects, an object without frames, a bad object id or video name.
     """
-    root = Path(root).resolve()
-    for part in ("JPEGImages", "Annotations"):
-        if not (root / part).is_dir():
-            raise UserError(f"{root}: not a YouTube-VOS split (no {part}/ folder)")
+    root = split_root(root, "a YouTube-VOS split")
     meta = root / META
     if not meta.is_file():
         raise UserError(f"{root}: not a YouTube-VOS split (no {META})")
     videos = read_meta_json(meta)
-    frames_root = root / "JPEGImages" if all_frames is None else Path(all_frames).resolve()
-    if all_frames is not None and not frames_root.is_dir():
-        raise UserError(f"{frames_root}: --all-frames folder does not exist")
+    frames_dir = frames_root(root, all_frames)
     jobs = []
     for vid in sorted(videos, key=natural_sort_key):
         where = f"{meta}: video {vid!r}"
@@ -85,12 +81,8 @@ def read_youtube_vos_root(root: str | os.PathLike, all_frames: str | os.PathLike
                 raise UserError(f"{where}: object {key!r} needs a non-empty 'frames' list of frame stems")
             starts.setdefault(first_stem(frames), []).append(oid)
             required += frames
-        masks = os.path.join(root, "Annotations", vid)
-        stem_masks = {s: os.path.join(masks, f"{s}.png") for s in sort_stems(starts)}
-        jobs.append(Job(vid, os.path.join(frames_root, vid), None, where,
-                        stem_masks=stem_masks,
-                        mask_objects={s: tuple(sorted(starts[s])) for s in stem_masks},
-                        write_stems=tuple(sort_stems(required)), backward=False))
+        jobs.append(first_appearance_job(vid, where, root, frames_dir, starts,
+                                         write_stems=tuple(sort_stems(required))))
     if not jobs:
         raise UserError(f"{meta}: lists no video")
     return jobs
