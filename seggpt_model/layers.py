@@ -13,10 +13,10 @@ function of this module with the signature of :data:`AttentionKernel`:
   the bias folded into augmented queries and keys (width ``C + Hg + Wg``); autograd and non-CPU.
 * :func:`split_flash_attention`: PyTorch's CPU flash kernel on keys split into the prompt half and
   the query half (augmented width ``C + Hg/2 + Wg``), partial results merged by their log-sum-exp;
-  inference on CPU in bf16/fp16.
+  inference on CPU in fp16, and in bf16 on CPUs with AMX.
 * :func:`chunked_softmax_attention`: explicit softmax blocks of one head and one half canvas each,
   at head width ``C``, run in parallel on torch's threads (:mod:`seggpt_model.threads`), merged by
-  log-sum-exp; inference on CPU in fp32. It uses no SDPA.
+  log-sum-exp; inference on CPU in fp32, and in bf16 on CPUs without AMX. It uses no SDPA.
 * :func:`flex_attention_kernel`: PyTorch's FlexAttention over whole canvases at head width ``C``,
   the decomposed bias added inside the attention loop by a ``score_mod``; compiled on CUDA (the
   candidate that avoids the fused kernel's padded width), unfused on CPU (tests).
@@ -660,7 +660,7 @@ def split_flash_attention(attention: SegGptAttention, prompt_tokens: torch.Tenso
     copied. With ``o_a, o_b`` the normalised partial outputs and ``l_a, l_b`` their log-sum-exps,
     the full softmax output is ``lerp(o_b, o_a, sigmoid(l_a - l_b))``.
 
-    Used by ``"sdpa"`` for inference on CPU in bf16 and fp16: 0.19 s per ViT-L bf16 layer at 8
+    Used by ``"sdpa"`` for inference on CPU in fp16, and in bf16 with AMX: 0.19 s per ViT-L bf16 layer at 8
     prompts, against 0.27 s for :func:`fused_sdpa_attention` and 0.49 s for
     :func:`chunked_softmax_attention`, whose elementwise passes cost more than the AMX GEMMs in bf16
     (``docs/benchmarks.md``). Needs halves of ``Hg / 2`` rows and no autograd.
@@ -809,7 +809,8 @@ def chunked_softmax_attention(attention: SegGptAttention, prompt_tokens: torch.T
     between threads.
 
     Used by ``"sdpa"`` for inference on CPU in fp32: 0.44 s per ViT-L fp32 layer at 8 prompts
-    against 0.59 s split flash and 0.91 s fused (``docs/benchmarks.md``). Needs halves of
+    against 0.59 s split flash and 0.91 s fused; and in bf16 on CPUs without AMX: 0.97 s against
+    1.95 s split and 2.69 s fused on a 2-core EPYC Zen 4 (``docs/benchmarks.md``). Needs halves of
     ``Hg / 2`` rows and no autograd (``out=`` ops). Same arguments and returns as
     :func:`split_flash_attention`.
     """
