@@ -13,10 +13,10 @@ function of this module with the signature of :data:`AttentionKernel`:
   the bias folded into augmented queries and keys (width ``C + Hg + Wg``); autograd and non-CPU.
 * :func:`split_flash_attention`: PyTorch's CPU flash kernel on keys split into the prompt half and
   the query half (augmented width ``C + Hg/2 + Wg``), partial results merged by their log-sum-exp;
-  inference on CPU in bf16/fp16.
+  inference on CPU in fp16, and in bf16 on CPUs with AMX.
 * :func:`chunked_softmax_attention`: explicit softmax blocks of one head and one half canvas each,
   at head width ``C``, run in parallel on torch's threads (:mod:`seggpt_model.threads`), merged by
-  log-sum-exp; inference on CPU in fp32. It uses no SDPA.
+  log-sum-exp; inference on CPU in fp32, and in bf16 on CPUs without AMX. It uses no SDPA.
 * :func:`flex_attention_kernel`: PyTorch's FlexAttention over whole canvases at head width ``C``,
   the decomposed bias added inside the attention loop by a ``score_mod``; compiled on CUDA (the
   candidate that avoids the fused kernel's padded width), unfused on CPU (tests).
@@ -44,6 +44,19 @@ from torch.nn.attention.flex_attention import flex_attention
 from .config import ATTENTION_IMPLEMENTATIONS, SegGptConfig
 from .threads import run_parallel
 
+
+
+def _cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later), read once at import from
+    the CPU's feature bits (``cpuid`` through ``torch.cpu``; no file is read). False where this
+    torch cannot tell."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe()) if probe is not None else False
+
+
+#: The host CPU has AMX matrix units: the default ``amx`` of :func:`select_attention_kernel`, which
+#: decides the bf16 CPU kernel. Read once, at import.
+CPU_HAS_AMX = _cpu_has_amx()
 
 
 def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -169,20 +182,24 @@ AttentionKernel = Callable[["SegGptAttention", torch.Tensor, torch.Tensor, "int 
 
 def select_attention_kernel(implementation: str, *, device: torch.device, dtype: torch.dtype,
                             grad_enabled: bool, use_rel_pos: bool, even_halves: bool,
-                            output_attentions: bool = False) -> AttentionKernel:
+                            output_attentions: bool = False, amx: bool | None = None) -> AttentionKernel:
     """The one dispatch rule of the attention kernels.
 
     * ``"eager"``, or ``output_attentions``: :func:`eager_attention` (the only kernel that forms the
       probabilities).
     * no relative position (``use_rel_pos`` False): :func:`plain_sdpa_attention`, whatever the name.
     * ``"sdpa"`` (default): for inference on CPU (``device.type == "cpu"``, grad mode off, prompt and
-      query halves of ``Hg / 2`` rows each) :func:`chunked_softmax_attention` in fp32 and
-      :func:`split_flash_attention` in other dtypes; otherwise (autograd, other devices)
-      :func:`fused_sdpa_attention`. Why: at 8 prompts one ViT-L layer's fp32 attention takes 0.44 s
-      chunked against 0.59 s split and 0.91 s fused; in bf16 0.19 s split against 0.27 s fused and
-      0.49 s chunked (``docs/benchmarks.md``, attention table). The split kernel needs the
-      log-sum-exp that only PyTorch's CPU flash kernel returns; both write through ``out=`` ops,
-      which autograd cannot record.
+      query halves of ``Hg / 2`` rows each) :func:`chunked_softmax_attention` in fp32 and in bf16
+      on a CPU without AMX (``amx`` False: AVX512-BF16 only, e.g. AMD Zen 4), and
+      :func:`split_flash_attention` in bf16 with AMX and in fp16 (not measured without AMX);
+      otherwise (autograd, other devices) :func:`fused_sdpa_attention`. Why: at 8 prompts one
+      ViT-L layer's fp32 attention takes 0.44 s chunked against 0.59 s split and 0.91 s fused; in
+      bf16 with AMX (Xeon) 0.19 s split against 0.27 s fused and 0.49 s chunked, where the AMX
+      GEMMs cost less than the explicit softmax passes; in bf16 without AMX (2-core EPYC Zen 4)
+      0.97 s chunked against 1.95 s split and 2.69 s fused, where the flash kernel's wider
+      (augmented) GEMMs cost more (``docs/benchmarks.md``, attention tables). The split kernel
+      needs the log-sum-exp that only PyTorch's CPU flash kernel returns; both write through
+      ``out=`` ops, which autograd cannot record.
     * ``"fused"``, ``"split"``, ``"chunked"``: that kernel; the last two only where ``"sdpa"``
       could pick them (CPU inference with even halves).
     * ``"flex"``: :func:`flex_attention_kernel` on any device (on CPU the unfused reference
@@ -197,6 +214,8 @@ def select_attention_kernel(implementation: str, *, device: torch.device, dtype:
         use_rel_pos: the model has the decomposed relative position bias.
         even_halves: the canvas splits into prompt and query halves of ``Hg / 2`` rows each.
         output_attentions: the probabilities are wanted.
+        amx: the CPU has AMX matrix units; None: :data:`CPU_HAS_AMX` (this host). Decides only the
+            ``"sdpa"`` choice for CPU inference in bf16.
 
     Returns:
         The kernel, an :data:`AttentionKernel`.
@@ -214,7 +233,11 @@ def select_attention_kernel(implementation: str, *, device: torch.device, dtype:
     if implementation == "sdpa":
         if not cpu_inference:
             return fused_sdpa_attention
-        return chunked_softmax_attention if dtype == torch.float32 else split_flash_attention
+        if dtype == torch.float32:
+            return chunked_softmax_attention
+        if dtype == torch.bfloat16 and not (CPU_HAS_AMX if amx is None else amx):
+            return chunked_softmax_attention
+        return split_flash_attention
     if implementation == "fused":
         return fused_sdpa_attention
     if implementation == "flex":
@@ -632,7 +655,7 @@ def split_flash_attention(attention: SegGptAttention, prompt_tokens: torch.Tenso
     copied. With ``o_a, o_b`` the normalised partial outputs and ``l_a, l_b`` their log-sum-exps,
     the full softmax output is ``lerp(o_b, o_a, sigmoid(l_a - l_b))``.
 
-    Used by ``"sdpa"`` for inference on CPU in bf16 and fp16: 0.19 s per ViT-L bf16 layer at 8
+    Used by ``"sdpa"`` for inference on CPU in fp16, and in bf16 with AMX: 0.19 s per ViT-L bf16 layer at 8
     prompts, against 0.27 s for :func:`fused_sdpa_attention` and 0.49 s for
     :func:`chunked_softmax_attention`, whose elementwise passes cost more than the AMX GEMMs in bf16
     (``docs/benchmarks.md``). Needs halves of ``Hg / 2`` rows and no autograd.
@@ -693,7 +716,7 @@ def _chunked_buffers(attention: SegGptAttention, workspace: dict | None, s: int,
     layers of one forward: queries ``qp (S, h, Lp, C)`` and ``qq (Sq, h, Lq, C)``; keys and values
     ``kv (2, S, h, Lp + Lq, C)``, each canvas's prompt half followed by a copy of its query half
     (so a canvas's keys are one contiguous matrix); position products ``gp (S, h, Lp, nt)`` and
-    ``gq (Sq, h, Lq, nt)``."""
+    ``gq (Sq, h, Lq, nt)``, in fp32 whatever ``dtype`` (see :func:`_chunked_block`)."""
     key = ("chunked_attention", s, sq, half, dtype, device)
     if workspace is not None and key in workspace:
         return workspace[key]
@@ -703,8 +726,8 @@ def _chunked_buffers(attention: SegGptAttention, workspace: dict | None, s: int,
     buffers = (torch.empty(s, h, half, c, dtype=dtype, device=device),
                torch.empty(sq, h, half, c, dtype=dtype, device=device),
                torch.empty(2, s, h, 2 * half, c, dtype=dtype, device=device),
-               torch.empty(s, h, half, nt, dtype=dtype, device=device),
-               torch.empty(sq, h, half, nt, dtype=dtype, device=device))
+               torch.empty(s, h, half, nt, dtype=torch.float32, device=device),
+               torch.empty(sq, h, half, nt, dtype=torch.float32, device=device))
     if workspace is not None:
         workspace[key] = buffers
     return buffers
@@ -721,7 +744,10 @@ def _chunked_block(grid: tuple[int, int], scale: float, scratch: dict, query: to
         scale: the attention scale ``C ** -0.5``.
         scratch: per-thread dict for the ``(M, N)`` logits buffer.
         query: ``(M, C)`` unscaled queries of whole canvas rows, the first in row ``first_row``.
-        products: ``(M, nt)`` ``query @ tables^T`` of :func:`_reversed_rel_tables` (undivided).
+        products: ``(M, nt)`` fp32 ``query @ tables^T`` of :func:`_reversed_rel_tables`
+            (undivided). In bf16/fp16 the two position terms are added in fp32 and the sum rounded
+            once into the logits: torch's broadcast add of these strided terms runs about 4x faster
+            in fp32 than in bf16, even with the conversion (measured on AVX512-BF16, Zen 4).
         key, value: ``(N, C)`` keys and values of whole canvas rows from ``first_key_row`` on.
         out: ``(M, C)`` receives the normalised output (any strides).
         lse: ``(M,)`` receives the log-sum-exp of the biased logits, or None.
@@ -739,7 +765,14 @@ def _chunked_block(grid: tuple[int, int], scale: float, scratch: dict, query: to
     term_h = products.as_strided((rows, wg, key_rows, 1), (wg * st - 1, st, 1, 0),
                                  base + hg - 1 - first_row + first_key_row)
     term_w = products.as_strided((rows, wg, 1, wg), (wg * st, st - 1, 0, 1), base + 2 * hg - 1 + wg - 1)
-    torch.add(term_h, term_w, out=logits.view(rows, wg, key_rows, wg))
+    if logits.dtype == products.dtype:
+        torch.add(term_h, term_w, out=logits.view(rows, wg, key_rows, wg))
+    else:
+        bias = scratch.get("bias")
+        if bias is None or bias.numel() < m * n:
+            bias = scratch["bias"] = products.new_empty(m * n)
+        torch.add(term_h, term_w, out=bias[:m * n].view(rows, wg, key_rows, wg))
+        logits.copy_(bias[:m * n].view(m, n))
     logits.addmm_(query, key.t(), alpha=scale)
     top = torch.amax(logits, dim=1, keepdim=True)
     logits.sub_(top).exp_()
@@ -771,7 +804,8 @@ def chunked_softmax_attention(attention: SegGptAttention, prompt_tokens: torch.T
     between threads.
 
     Used by ``"sdpa"`` for inference on CPU in fp32: 0.44 s per ViT-L fp32 layer at 8 prompts
-    against 0.59 s split flash and 0.91 s fused (``docs/benchmarks.md``). Needs halves of
+    against 0.59 s split flash and 0.91 s fused; and in bf16 on CPUs without AMX: 0.97 s against
+    1.95 s split and 2.69 s fused on a 2-core EPYC Zen 4 (``docs/benchmarks.md``). Needs halves of
     ``Hg / 2`` rows and no autograd (``out=`` ops). Same arguments and returns as
     :func:`split_flash_attention`.
     """
@@ -788,9 +822,13 @@ def chunked_softmax_attention(attention: SegGptAttention, prompt_tokens: torch.T
     qq.copy_(parts_q[0])
     kv[:, :, :, :lp].copy_(parts_p[1:])
     kv[:, :, :, lp:].unflatten(1, (sq, r)).copy_(parts_q[1:].unsqueeze(2).expand(-1, -1, r, -1, -1, -1))
-    tables = _reversed_rel_tables(attention, dtype, divide_by_scale=False).t()        # (C, nt)
-    torch.mm(qp.view(-1, c), tables, out=gp.view(-1, gp.shape[-1]))
-    torch.mm(qq.view(-1, c), tables, out=gq.view(-1, gq.shape[-1]))
+    tables = _reversed_rel_tables(attention, gp.dtype, divide_by_scale=False).t()     # (C, nt), fp32
+    if dtype == gp.dtype:
+        torch.mm(qp.view(-1, c), tables, out=gp.view(-1, gp.shape[-1]))
+        torch.mm(qq.view(-1, c), tables, out=gq.view(-1, gq.shape[-1]))
+    else:  # bf16/fp16 queries, fp32 products (the position terms are added in fp32)
+        torch.mm(qp.view(-1, c).to(gp.dtype), tables, out=gp.view(-1, gp.shape[-1]))
+        torch.mm(qq.view(-1, c).to(gq.dtype), tables, out=gq.view(-1, gq.shape[-1]))
     out_p = torch.empty(s, lp, h, c, dtype=dtype, device=device)
     o_qq = torch.empty(sq, h, lq, c, dtype=dtype, device=device)
     l_qq = torch.empty(sq, h, lq, dtype=dtype, device=device)

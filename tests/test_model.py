@@ -162,10 +162,11 @@ def test_vit_large_one_prompt_matches_transformers(tmp_path):
 def test_split_attention_equals_eager_formula(heads, hidden, qkv_bias):
     """The CPU inference kernels against the explicit softmax of the reference formula, for every
     layout the model uses: the chunked kernel (fp32, blocks on two threads) and the flash kernel
-    with keys split by half (fp32 here, and bf16, which uses it by default), both merging by
+    with keys split by half (fp32 here), and both in bf16 (the default there by the CPU: split with
+    AMX, chunked without) within twice the bf16 eager formula's own error, both merging by
     log-sum-exp with shared query halves broadcast. Head width 20 needs zero padding of the
     augmented width of the flash kernel (20 + 28 + 28 = 76 -> 80)."""
-    from seggpt_model.layers import SegGptAttention, split_flash_attention
+    from seggpt_model.layers import SegGptAttention, chunked_softmax_attention, split_flash_attention
 
     cfg = SegGptConfig(hidden_size=hidden, num_attention_heads=heads, qkv_bias=qkv_bias, mlp_dim=64,
                        num_hidden_layers=1, intermediate_hidden_state_indices=[0], merge_index=0)
@@ -203,12 +204,20 @@ def test_split_attention_equals_eager_formula(heads, hidden, qkv_bias):
     low = SegGptAttention(cfg).eval().to(torch.bfloat16)
     low.load_state_dict(attn.state_dict())
     with torch.no_grad():
-        workspace = {}
-        for _ in range(2):  # the second call reuses the buffers of the first
-            low_p, low_q, _ = low(prompts.bfloat16(), queries.bfloat16(), 1, workspace=workspace)
-            assert (low_p.float() - ref_p).abs().max() <= 0.05 * ref_p.abs().max()
-            assert (low_q.float() - ref_q).abs().max() <= 0.05 * ref_q.abs().max()
-        assert {key[0] for key in workspace} == {"split_attention", "rel_pos"}
+        # the eager formula in bf16: the rounding error any bf16 kernel may have
+        eager_p, eager_q, _ = low(prompts.bfloat16(), queries.bfloat16(), 1, output_attentions=True)
+        bf16_error = max((eager_p.float() - ref_p).abs().max(), (eager_q.float() - ref_q).abs().max())
+        assert 0 < bf16_error <= 0.05 * ref_p.abs().max()
+        for kernel, keys in ((split_flash_attention, {"split_attention", "rel_pos"}),
+                             (chunked_softmax_attention, {"chunked_attention", "attention_scratch", "rel_pos"})):
+            workspace = {}
+            for _ in range(2):  # the second call reuses the buffers of the first
+                low_p, low_q, _ = low(prompts.bfloat16(), queries.bfloat16(), 1, workspace=workspace,
+                                      kernel=kernel)
+                assert low_p.dtype == low_q.dtype == torch.bfloat16
+                assert (low_p.float() - ref_p).abs().max() <= 2 * bf16_error, kernel.__name__
+                assert (low_q.float() - ref_q).abs().max() <= 2 * bf16_error, kernel.__name__
+            assert {key[0] for key in workspace} <= keys, kernel.__name__
 
 
 @torch.no_grad()
@@ -259,17 +268,39 @@ def test_every_attention_implementation_agrees_with_eager(tiny_pair, name):
         ours.set_attn_implementation("flash")
 
 
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (Linux), an independent reading of the CPU's features;
+    empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return set()
+
+
 def test_attention_kernel_dispatch_rule():
     from seggpt_model import layers as L
 
     def pick(implementation="sdpa", device="cpu", dtype=torch.float32, grad=False, rel=True, halves=True,
-             attentions=False):
+             attentions=False, amx=None):
         return L.select_attention_kernel(implementation, device=torch.device(device), dtype=dtype,
                                          grad_enabled=grad, use_rel_pos=rel, even_halves=halves,
-                                         output_attentions=attentions)
+                                         output_attentions=attentions, amx=amx)
 
-    assert pick() is L.chunked_softmax_attention
-    assert pick(dtype=torch.bfloat16) is pick(dtype=torch.float16) is L.split_flash_attention
+    assert pick() is pick(amx=True) is pick(amx=False) is L.chunked_softmax_attention
+    # bf16 on CPU by the CPU's matrix units: the flash split with AMX (Xeon), the explicit softmax
+    # blocks with AVX512-BF16 only (Zen 4); fp16 keeps the flash split
+    assert pick(dtype=torch.bfloat16, amx=True) is L.split_flash_attention
+    assert pick(dtype=torch.bfloat16, amx=False) is L.chunked_softmax_attention
+    assert pick(dtype=torch.float16, amx=True) is pick(dtype=torch.float16, amx=False) is L.split_flash_attention
+    assert pick(dtype=torch.bfloat16) is pick(dtype=torch.bfloat16, amx=L.CPU_HAS_AMX)  # this host's
+    flags = _cpu_flags()
+    if flags:  # Linux: the flag torch's cpuid reading must agree with
+        assert L.CPU_HAS_AMX == ("amx_tile" in flags)
+    for kw in ({"grad": True}, {"device": "cuda"}, {"halves": False}):
+        assert pick(dtype=torch.bfloat16, amx=False, **kw) is L.fused_sdpa_attention
+    assert pick("split", dtype=torch.bfloat16, amx=False) is L.split_flash_attention
+    assert pick("chunked", dtype=torch.bfloat16, amx=True) is L.chunked_softmax_attention
     assert pick(grad=True) is pick(device="cuda") is pick(halves=False) is L.fused_sdpa_attention
     assert pick(attentions=True) is pick("eager") is pick("chunked", attentions=True) is L.eager_attention
     assert pick(rel=False) is pick("chunked", rel=False) is L.plain_sdpa_attention
