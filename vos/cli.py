@@ -346,7 +346,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    previous = warnings.formatwarning      # warnings read "vos CMD: warning: ..." while CMD runs
     warnings.formatwarning = lambda message, category, *a, **k: f"vos {args.command}: warning: {message}\n"
+    try:
+        return _dispatch(args)
+    finally:
+        warnings.formatwarning = previous       # callers in the same process keep their format
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command: one-line errors (2), Ctrl-C (130) and SIGTERM (143)."""
     try:
         with terminate_on_sigterm():
             # the command's module only now: `vos --help` and the parser need no torch, av or ray
