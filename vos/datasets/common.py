@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from pipelines.sources import IMAGE_EXTENSIONS, natural_sort_key
-from vos.datasets.job import Job
+from vos.datasets.job import Job, check_name
 from vos.errors import UserError
 
 __all__ = [
@@ -166,3 +167,19 @@ def first_appearance_job(vid: str, where: str, root: Path, frames: Path, starts:
     return Job(vid, os.path.join(frames, vid), None, where, stem_masks=stem_masks,
                mask_objects={s: tuple(sorted(starts[s])) for s in stem_masks},
                write_stems=write_stems, backward=False)
+
+
+def listed_videos(meta: Path, videos: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """``(video, where, objects)`` for each video of a meta file (:func:`read_meta_json`), in natural
+    name order; ``where`` names the meta file and the video for messages.
+
+    Raises:
+        UserError: a video name that cannot be an output folder, or a video without objects.
+    """
+    for vid in sorted(videos, key=natural_sort_key):
+        where = f"{meta}: video {vid!r}"
+        check_name(vid, where)
+        objects = video_objects(meta, vid, videos[vid])
+        if not objects:
+            raise UserError(f"{where} has no object")
+        yield vid, where, objects

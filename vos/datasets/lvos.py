@@ -27,10 +27,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vos.datasets.common import (first_appearance_job, frames_root, list_stems, natural_sort_key, object_id,
-                                 read_meta_json, split_root,
-                                 video_objects)
-from vos.datasets.job import Job, check_name
+from vos.datasets.common import (first_appearance_job, frames_root, list_stems, listed_videos, object_id,
+                                 read_meta_json, split_root)
+from vos.datasets.job import Job
 from vos.errors import UserError
 
 __all__ = ["NAME", "looks_like", "meta_file", "read_lvos_root"]
@@ -106,12 +105,7 @@ def read_lvos_root(root: str | os.PathLike, all_frames: str | os.PathLike | None
     videos = read_meta_json(meta)
     frames_dir = frames_root(root, all_frames)
     jobs = []
-    for vid in sorted(videos, key=natural_sort_key):
-        where = f"{meta}: video {vid!r}"
-        check_name(vid, where)
-        objects = video_objects(meta, vid, videos[vid])
-        if not objects:
-            raise UserError(f"{where} has no object")
+    for vid, where, objects in listed_videos(meta, videos):
         annotated = list_stems(root / "Annotations" / vid)
         starts: dict[str, list[int]] = {}
         for key, obj in objects.items():

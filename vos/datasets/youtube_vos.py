@@ -25,10 +25,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vos.datasets.common import (first_appearance_job, first_stem, frames_root, natural_sort_key, object_id,
-                                 read_meta_json, sort_stems, split_root,
-                                 video_objects)
-from vos.datasets.job import Job, check_name
+from vos.datasets.common import (first_appearance_job, first_stem, frames_root, listed_videos, object_id,
+                                 read_meta_json, sort_stems, split_root)
+from vos.datasets.job import Job
 from vos.errors import UserError
 
 __all__ = ["NAME", "looks_like", "read_youtube_vos_root"]
@@ -66,12 +65,7 @@ def read_youtube_vos_root(root: str | os.PathLike, all_frames: str | os.PathLike
     videos = read_meta_json(meta)
     frames_dir = frames_root(root, all_frames)
     jobs = []
-    for vid in sorted(videos, key=natural_sort_key):
-        where = f"{meta}: video {vid!r}"
-        check_name(vid, where)
-        objects = video_objects(meta, vid, videos[vid])
-        if not objects:
-            raise UserError(f"{where} has no object")
+    for vid, where, objects in listed_videos(meta, videos):
         starts: dict[str, list[int]] = {}
         required: list[str] = []
         for key, obj in objects.items():
