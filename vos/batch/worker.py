@@ -19,7 +19,8 @@ from typing import Any
 
 from pipelines.actors import ModelWorker, node_info
 from seggpt_model.errors import one_line
-from vos.engine.video import run_video, run_video_objects
+from vos.engine.objects import run_video_objects
+from vos.engine.video import run_video
 from vos.errors import UserError, user_errors
 from vos.prompts.first_mask import FirstMaskProposer, MaskPrompt
 
@@ -29,7 +30,7 @@ __all__ = ["VideoWorker", "VideoRecord", "failed_record", "JOB_KEYS", "PROMPT_KE
 #: Prompt fields of a job (at least one of them is set; see :mod:`vos.datasets.job`).
 PROMPT_KEYS = ("first_mask", "masks", "text", "classes", "stem_masks", "object_masks")
 #: Job keys passed to :func:`vos.engine.video.run_video` (or, with ``object_masks``,
-#: :func:`vos.engine.video.run_video_objects`) as keyword arguments, each only when it is set
+#: :func:`vos.engine.objects.run_video_objects`) as keyword arguments, each only when it is set
 #: (not None), so that a job works with every ``run_video`` that has the keywords it uses.
 RUN_KEYS = (*PROMPT_KEYS, "context", "per_object", "allow_partial", "overlay", "mask_video",
             "max_pinned", "mask_objects", "write_stems", "backward")
