@@ -73,6 +73,12 @@ class SegGptStage:
         self._palettes: dict[int, torch.Tensor] = {}
         self._pin = self.device.type == "cuda"
 
+    @property
+    def attn(self) -> str:
+        """The attention kernel rule the model runs (a ``set_attn_implementation`` name; ``load_stage``
+        resolves ``"auto"`` to one)."""
+        return self.model.model.encoder.layers[0].attention.attn_implementation
+
     # -- numpy -> device -------------------------------------------------------------------
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         """A host array on the model device: on CUDA through pinned memory, without waiting."""

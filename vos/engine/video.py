@@ -541,7 +541,7 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                     "device": str(stage.device), "dtype": str(stage.dtype).replace("torch.", ""),
                     "context": context, "max_pinned": max_pinned, "per_object": per_object,
                     "embedding_type": stage.embedding_type, "allow_partial": allow_partial,
-                    "attn": attn, "compile": compile,
+                    "attn": stage.attn, "compile": stage.compiled,
                     **({} if backward else {"backward": False}),
                     **({} if keep is None else {"write_stems": len(keep)}),
                 },
