@@ -10,7 +10,7 @@ from vos.commands.options import DEFAULTS as RUN_DEFAULTS
 from vos.commands.options import load_config_file as load_run_config
 from vos.commands.options import merge_options
 from vos.engine.images import MAX_LABELS, segment_images
-from vos.errors import UserError
+from vos.errors import UserError, check_positive
 from vos.prompts.first_mask import prompt_from_args
 
 DEFAULTS: dict[str, Any] = {
@@ -47,8 +47,8 @@ def resolve_options(args) -> dict[str, Any]:
             most 254).
     """
     opts = merge_options(args, DEFAULTS, load_config_file(getattr(args, "config", None)))
-    if opts["context"] is not None and (not isinstance(opts["context"], int) or opts["context"] < 1):
-        raise UserError(f"--context must be a positive integer, got {opts['context']!r}")
+    if opts["context"] is not None:
+        check_positive("context", opts["context"])
     n = opts["num_labels"]
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_LABELS):
         raise UserError(f"--num-labels must be an integer in 1..{MAX_LABELS}, got {n!r}")
