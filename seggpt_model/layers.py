@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn.attention.flex_attention import flex_attention
 
 from .config import ATTENTION_IMPLEMENTATIONS, SegGptConfig
+from .native import BiasedSoftmax, biased_softmax
 from .threads import run_parallel
 
 
@@ -711,13 +712,14 @@ def split_flash_attention(attention: SegGptAttention, prompt_tokens: torch.Tenso
 
 
 def _chunked_buffers(attention: SegGptAttention, workspace: dict | None, s: int, sq: int, half: int,
-                     dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+                     dtype: torch.dtype, device: torch.device,
+                     products_dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     """Head-major buffers of :func:`chunked_softmax_attention`, kept in ``workspace`` for the
     layers of one forward: queries ``qp (S, h, Lp, C)`` and ``qq (Sq, h, Lq, C)``; keys and values
     ``kv (2, S, h, Lp + Lq, C)``, each canvas's prompt half followed by a copy of its query half
     (so a canvas's keys are one contiguous matrix); position products ``gp (S, h, Lp, nt)`` and
-    ``gq (Sq, h, Lq, nt)``, in fp32 whatever ``dtype`` (see :func:`_chunked_block`)."""
-    key = ("chunked_attention", s, sq, half, dtype, device)
+    ``gq (Sq, h, Lq, nt)`` in ``products_dtype`` (see :func:`_chunked_block`)."""
+    key = ("chunked_attention", s, sq, half, dtype, device, products_dtype)
     if workspace is not None and key in workspace:
         return workspace[key]
     h, c = attention.num_heads, attention.head_dim
@@ -726,31 +728,36 @@ def _chunked_buffers(attention: SegGptAttention, workspace: dict | None, s: int,
     buffers = (torch.empty(s, h, half, c, dtype=dtype, device=device),
                torch.empty(sq, h, half, c, dtype=dtype, device=device),
                torch.empty(2, s, h, 2 * half, c, dtype=dtype, device=device),
-               torch.empty(s, h, half, nt, dtype=torch.float32, device=device),
-               torch.empty(sq, h, half, nt, dtype=torch.float32, device=device))
+               torch.empty(s, h, half, nt, dtype=products_dtype, device=device),
+               torch.empty(sq, h, half, nt, dtype=products_dtype, device=device))
     if workspace is not None:
         workspace[key] = buffers
     return buffers
 
 
-def _chunked_block(grid: tuple[int, int], scale: float, scratch: dict, query: torch.Tensor,
-                   products: torch.Tensor, first_row: int, key: torch.Tensor, value: torch.Tensor,
-                   first_key_row: int, out: torch.Tensor, lse: torch.Tensor | None) -> None:
+def _chunked_block(grid: tuple[int, int], scale: float, native: BiasedSoftmax | None, scratch: dict,
+                   query: torch.Tensor, products: torch.Tensor, first_row: int, key: torch.Tensor,
+                   value: torch.Tensor, first_key_row: int, out: torch.Tensor, lse: torch.Tensor | None) -> None:
     """Biased softmax attention of one head's query rows against a block of whole key rows,
     computed explicitly in a scratch buffer (single-threaded; see :func:`chunked_softmax_attention`).
 
     Args:
         grid: ``(Hg, Wg)``.
         scale: the attention scale ``C ** -0.5``.
+        native: the C kernel of :mod:`seggpt_model.native` for bf16 blocks, or None. With it
+            (:func:`_native_block`) the bias, the softmax and the log-sum-exp are one C call over
+            the raw ``q k^T``, computed in fp32, instead of seven torch passes over the bf16 logits.
         scratch: per-thread dict for the ``(M, N)`` logits buffer.
         query: ``(M, C)`` unscaled queries of whole canvas rows, the first in row ``first_row``.
-        products: ``(M, nt)`` fp32 ``query @ tables^T`` of :func:`_reversed_rel_tables`
-            (undivided). In bf16/fp16 the two position terms are added in fp32 and the sum rounded
+        products: ``(M, nt)`` ``query @ tables^T`` of :func:`_reversed_rel_tables` (undivided):
+            bf16 for the C kernel (as the bf16 eager formula rounds them), else fp32. Without the
+            C kernel in bf16/fp16, the two position terms are added in fp32 and the sum rounded
             once into the logits: torch's broadcast add of these strided terms runs about 4x faster
             in fp32 than in bf16, even with the conversion (measured on AVX512-BF16, Zen 4).
         key, value: ``(N, C)`` keys and values of whole canvas rows from ``first_key_row`` on.
         out: ``(M, C)`` receives the normalised output (any strides).
-        lse: ``(M,)`` receives the log-sum-exp of the biased logits, or None.
+        lse: ``(M,)`` receives the log-sum-exp of the biased logits (fp32 with the C kernel), or
+            None.
     """
     m, n = query.shape[0], key.shape[0]
     hg, wg = grid
@@ -759,6 +766,10 @@ def _chunked_block(grid: tuple[int, int], scale: float, scratch: dict, query: to
     if flat is None or flat.numel() < m * n:
         flat = scratch["logits"] = query.new_empty(m * n)
     logits = flat[:m * n].view(m, n)
+    if native is not None and logits.dtype == torch.bfloat16:
+        _native_block(native, grid, scale, scratch, logits, query, products, first_row, key, value,
+                      first_key_row, out, lse)
+        return
     # products[t, hg - 1 - row(t) + key_row] is the height term, products[t, 2hg - 1 + wg - 1 -
     # col(t) + key_col] the width term (see _split_write_rel_pos): strided windows, added in one pass
     st, base = products.stride(0), products.storage_offset()
@@ -784,6 +795,22 @@ def _chunked_block(grid: tuple[int, int], scale: float, scratch: dict, query: to
     torch.div(unnormalised, total, out=out)
     if lse is not None:
         torch.add(top.view(m), total.view(m).log(), out=lse)
+
+
+def _native_block(native: BiasedSoftmax, grid: tuple[int, int], scale: float, scratch: dict,
+                  logits: torch.Tensor, query: torch.Tensor, products: torch.Tensor, first_row: int,
+                  key: torch.Tensor, value: torch.Tensor, first_key_row: int, out: torch.Tensor,
+                  lse: torch.Tensor | None) -> None:
+    """:func:`_chunked_block` in bf16 with the C kernel: the raw ``q k^T`` GEMM, one call for bias,
+    softmax and log-sum-exp (fp32 inside; ``products`` and ``out`` bf16, ``lse`` fp32), and the
+    value GEMM straight into ``out``."""
+    hg, wg = grid
+    row = scratch.get("row")
+    if row is None or row.numel() < logits.shape[1]:
+        row = scratch["row"] = torch.empty(logits.shape[1], dtype=torch.float32)
+    torch.mm(query, key.t(), out=logits)
+    native(logits, products, hg - 1 - first_row + first_key_row, 2 * hg - 1 + wg - 1, wg, scale, lse, row)
+    torch.mm(logits, value, out=out)
 
 
 def chunked_softmax_attention(attention: SegGptAttention, prompt_tokens: torch.Tensor,
@@ -815,14 +842,18 @@ def chunked_softmax_attention(attention: SegGptAttention, prompt_tokens: torch.T
     h, c = attention.num_heads, attention.head_dim
     hh = attention.grid[0] // 2
     dtype, device = prompt_tokens.dtype, prompt_tokens.device
-    qp, qq, kv, gp, gq = _chunked_buffers(attention, workspace, s, sq, lp, dtype, device)
+    native = biased_softmax() if dtype == torch.bfloat16 else None
+    # products and log-sum-exps: bf16 and fp32 for the C kernel, fp32 and dtype for torch's ops
+    stats_dtype = torch.float32 if native is not None else dtype
+    qp, qq, kv, gp, gq = _chunked_buffers(attention, workspace, s, sq, lp, dtype, device,
+                                          dtype if native is not None else torch.float32)
     parts_p = _project(attention, prompt_tokens)                                     # (3, S, h, Lp, C)
     parts_q = _project(attention, query_tokens)                                      # (3, Sq, h, Lq, C)
     qp.copy_(parts_p[0])
     qq.copy_(parts_q[0])
     kv[:, :, :, :lp].copy_(parts_p[1:])
     kv[:, :, :, lp:].unflatten(1, (sq, r)).copy_(parts_q[1:].unsqueeze(2).expand(-1, -1, r, -1, -1, -1))
-    tables = _reversed_rel_tables(attention, gp.dtype, divide_by_scale=False).t()     # (C, nt), fp32
+    tables = _reversed_rel_tables(attention, gp.dtype, divide_by_scale=False).t()     # (C, nt)
     if dtype == gp.dtype:
         torch.mm(qp.view(-1, c), tables, out=gp.view(-1, gp.shape[-1]))
         torch.mm(qq.view(-1, c), tables, out=gq.view(-1, gq.shape[-1]))
@@ -831,9 +862,9 @@ def chunked_softmax_attention(attention: SegGptAttention, prompt_tokens: torch.T
         torch.mm(qq.view(-1, c).to(gq.dtype), tables, out=gq.view(-1, gq.shape[-1]))
     out_p = torch.empty(s, lp, h, c, dtype=dtype, device=device)
     o_qq = torch.empty(sq, h, lq, c, dtype=dtype, device=device)
-    l_qq = torch.empty(sq, h, lq, dtype=dtype, device=device)
+    l_qq = torch.empty(sq, h, lq, dtype=stats_dtype, device=device)
     o_qp = torch.empty(s, h, lq, c, dtype=dtype, device=device)
-    l_qp = torch.empty(s, h, lq, dtype=dtype, device=device)
+    l_qp = torch.empty(s, h, lq, dtype=stats_dtype, device=device)
     keys, values = kv[0], kv[1]
     # the largest blocks first, so that the last ones to finish are small
     blocks = [(qp[t, j], gp[t, j], 0, keys[t, j], values[t, j], 0, out_p[t, :, j], None)
@@ -845,8 +876,8 @@ def chunked_softmax_attention(attention: SegGptAttention, prompt_tokens: torch.T
     scratch = workspace if workspace is not None else {}
     grid, scale = attention.grid, attention.scale
     run_parallel(lambda worker, block: _chunked_block(
-        grid, scale, scratch.setdefault(("attention_scratch", worker), {}), *block), blocks)
-    weight = torch.sigmoid(l_qp.unflatten(0, (sq, r)) - l_qq.unsqueeze(1)).unsqueeze(-1)
+        grid, scale, native, scratch.setdefault(("attention_scratch", worker), {}), *block), blocks)
+    weight = torch.sigmoid(l_qp.unflatten(0, (sq, r)) - l_qq.unsqueeze(1)).to(dtype).unsqueeze(-1)
     merged = torch.lerp(o_qq.unsqueeze(1), o_qp.unflatten(0, (sq, r)), weight)  # (Sq, r, h, Lq, C)
     out_q = _query_half_outputs(merged.view(s, h, lq, c), ensemble_groups)
     return out_p.reshape(s, lp, d), out_q.reshape(-1, lq, d), None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")          # tests never reach the hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the compiled bf16 softmax kernel (seggpt_model.native) is cached under the temp dir, not ~/.cache
+os.environ.setdefault("SEGGPT_KERNEL_CACHE", os.path.join(tempfile.gettempdir(), f"seggpt-test-kernels-{os.getuid()}"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
