@@ -16,6 +16,8 @@ query half, feature ensemble), 16 heads of width 64, in each dtype:
   (``chunked_softmax_attention``, the default in fp32: one block per head and half canvas, on all
   torch threads), with its copies, position terms and merges. In the last three rows the ``qkv``
   projection is timed separately and subtracted, as the first row starts from projected tensors.
+  In bf16 its blocks use the C softmax kernel (``seggpt_model.native``) where it builds; the row
+  ``..., torch ops`` times the same kernel with it off (``SEGGPT_NATIVE_KERNELS=0``).
 
 FLOP/s count the useful attention work only: ``4 d`` per (query, key) pair, the pairs of each
 formulation (whole canvases for the first two; the shared query half against its own keys once
@@ -30,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -42,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import machine, measure_times, report, today  # noqa: E402
 from benchmarks.bench_model import matmul_rate  # noqa: E402
 from pipelines.allocator import keep_freed_memory  # noqa: E402
-from seggpt_model import SegGptConfig  # noqa: E402
+from seggpt_model import SegGptConfig, native  # noqa: E402
 from seggpt_model.layers import (  # noqa: E402
     SegGptAttention,
     chunked_softmax_attention,
@@ -56,9 +59,11 @@ def best_of(fn, repeat: int) -> float:
     return min(measure_times(fn, repeat)[0])
 
 
-def time_kernels(cfg: SegGptConfig, dtype: torch.dtype, s: int, repeat: int) -> tuple[float, ...]:
+def time_kernels(cfg: SegGptConfig, dtype: torch.dtype, s: int, repeat: int) -> tuple[float | None, ...]:
     """Seconds of one attention layer with ``s`` canvases sharing one query half:
-    ``(plain flash at width 64 without bias, one fused call at width 152, split path, chunked path)``."""
+    ``(plain flash at width 64 without bias, one fused call at width 152, split path, chunked path,
+    chunked path on torch ops)``; the last is None where the C kernel is not used (fp32) or not
+    built."""
     h, c, d = cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size
     hg, wg = cfg.grid_size
     half = hg // 2 * wg
@@ -75,9 +80,17 @@ def time_kernels(cfg: SegGptConfig, dtype: torch.dtype, s: int, repeat: int) -> 
         plain = best_of(lambda: F.scaled_dot_product_attention(q, k, v), repeat)
         split = best_of(lambda: split_flash_attention(attn, prompts, query, 1, split_ws), repeat)
         chunked = best_of(lambda: chunked_softmax_attention(attn, prompts, query, 1, chunked_ws), repeat)
+        chunked_torch = None
+        if dtype == torch.bfloat16 and native.biased_softmax() is not None:
+            os.environ["SEGGPT_NATIVE_KERNELS"] = "0"
+            try:
+                chunked_torch = best_of(lambda: chunked_softmax_attention(attn, prompts, query, 1, {}), repeat)
+            finally:
+                del os.environ["SEGGPT_NATIVE_KERNELS"]
         fused = best_of(lambda: fused_sdpa_attention(attn, prompts, query, 1, None), repeat)
         projection = best_of(lambda: (attn.qkv(prompts), attn.qkv(query)), repeat)
-    return plain, fused - projection, split - projection, chunked - projection  # plain starts from q, k, v
+    return (plain, fused - projection, split - projection, chunked - projection,  # plain starts from q, k, v
+            None if chunked_torch is None else chunked_torch - projection)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,12 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for dname in args.dtypes:
         dtype = getattr(torch, dname)
-        plain, fused, split, chunked = time_kernels(cfg, dtype, s, args.repeat)
+        plain, fused, split, chunked, chunked_torch = time_kernels(cfg, dtype, s, args.repeat)
         rate = matmul_rate(dtype)
         for name, seconds, pairs in (("plain flash, width 64, no bias (flash ceiling)", plain, whole_pairs),
                                      ("one call, width 152 (bias folded in)", fused, whole_pairs),
                                      ("split + log-sum-exp merge, width 120", split, split_pairs),
-                                     ("chunked softmax blocks, width 64", chunked, split_pairs)):
+                                     ("chunked softmax blocks, width 64", chunked, split_pairs),
+                                     ("chunked softmax blocks, width 64, torch ops", chunked_torch, split_pairs)):
+            if seconds is None:
+                continue
             flops = 4 * d * pairs
             rows.append((dname, name, seconds, flops / seconds / 1e9, 100 * flops / seconds / rate, rate / 1e9))
             print(rows[-1], flush=True)

@@ -19,8 +19,9 @@ Modules, each importing only those listed before it (the package is the lowest l
 ``seggpt_model`` <- ``pipelines`` <- ``vos``; see ``docs/architecture.md``): ``errors``, ``files``
 and ``config`` (torch-free: typed errors, atomic writes, the config dataclass with the hub
 config.json fields and :data:`DEFAULT_CHECKPOINT`), ``threads`` (CPU work on torch's threads),
-``layers`` (attention kernels with decomposed relative position and their one dispatch rule, MLP,
-block), ``weights`` (checkpoint I/O and key conversion against a model it is handed,
+``native`` (the bf16 softmax C kernel of ``csrc/``, compiled at first use and cached), ``layers``
+(attention kernels with decomposed relative position and their one dispatch rule, MLP, block),
+``weights`` (checkpoint I/O and key conversion against a model it is handed,
 ``save_pretrained``), ``loss``, ``model`` (embeddings, encoder with stream merge and feature
 ensemble, decoder), ``build`` (``from_pretrained``: checkpoint -> model class -> weights ->
 device/dtype), ``processing`` (resize, normalise, palettes, post-processing), ``image_processor``

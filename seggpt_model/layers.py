@@ -197,8 +197,11 @@ def select_attention_kernel(implementation: str, *, device: torch.device, dtype:
       ViT-L layer's fp32 attention takes 0.44 s chunked against 0.59 s split and 0.91 s fused; in
       bf16 with AMX (Xeon) 0.19 s split against 0.27 s fused and 0.49 s chunked, where the AMX
       GEMMs cost less than the explicit softmax passes; in bf16 without AMX (2-core EPYC Zen 4)
-      0.97 s chunked against 1.95 s split and 2.69 s fused, where the flash kernel's wider
-      (augmented) GEMMs cost more (``docs/benchmarks.md``, attention tables). The split kernel
+      0.97 s chunked on torch's ops against 1.95 s split and 2.69 s fused (loaded machine), where
+      the flash kernel's wider (augmented) GEMMs cost more, and on a quiet one 0.125 s chunked
+      with the C softmax kernel of :mod:`seggpt_model.native` against 0.315 s on torch's ops and
+      0.75 s split (``docs/benchmarks.md``, attention
+      tables; the C kernel is not measured with AMX, so the split stays there). The split kernel
       needs the log-sum-exp that only PyTorch's CPU flash kernel returns; both write through
       ``out=`` ops, which autograd cannot record.
     * ``"fused"``, ``"split"``, ``"chunked"``: that kernel; the last two only where ``"sdpa"``
@@ -830,11 +833,15 @@ def chunked_softmax_attention(attention: SegGptAttention, prompt_tokens: torch.T
     whole blocks and runs their ops single-threaded, instead of every small op being split
     between threads.
 
+    In bf16 each block's bias, softmax and log-sum-exp are one call of the C kernel of
+    :mod:`seggpt_model.native` where it builds (:func:`_native_block`; position products in bf16,
+    log-sum-exps in fp32), else the torch ops of :func:`_chunked_block` (products in fp32).
+
     Used by ``"sdpa"`` for inference on CPU in fp32: 0.44 s per ViT-L fp32 layer at 8 prompts
-    against 0.59 s split flash and 0.91 s fused; and in bf16 on CPUs without AMX: 0.97 s against
-    1.95 s split and 2.69 s fused on a 2-core EPYC Zen 4 (``docs/benchmarks.md``). Needs halves of
-    ``Hg / 2`` rows and no autograd (``out=`` ops). Same arguments and returns as
-    :func:`split_flash_attention`.
+    against 0.59 s split flash and 0.91 s fused; and in bf16 on CPUs without AMX: 0.125 s with
+    the C kernel against 0.315 s on torch's ops, 0.75 s split and 1.20 s fused on a 2-core EPYC
+    Zen 4 (``docs/benchmarks.md``). Needs halves of ``Hg / 2`` rows and no autograd (``out=``
+    ops). Same arguments and returns as :func:`split_flash_attention`.
     """
     s, lp, d = prompt_tokens.shape
     sq, lq, _ = query_tokens.shape

@@ -12,8 +12,8 @@ which releases the GIL during the call, so the blocks of
 This module is the model package's only file I/O besides the weight loader: the kernel cache.
 
 * Cache: ``$SEGGPT_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/seggpt/kernels``, else
-  ``~/.cache/seggpt/kernels``; one shared library per (source, compiler, flags), written under a
-  temporary name and renamed, so concurrent processes never load a half-written file.
+  ``~/.cache/seggpt/kernels``; one shared library per (source, compiler, flags), written
+  atomically, so concurrent processes never load a half-written file.
 * Compiler: ``$CC``, else ``cc``. Where none works, :func:`biased_softmax` returns None, warns once
   (a :class:`RuntimeWarning` naming the reason), and the model runs the same math on torch ops.
 * ``SEGGPT_NATIVE_KERNELS=0`` turns the kernel off (benchmarks compare the two paths with it).
@@ -35,10 +35,13 @@ from pathlib import Path
 
 import torch
 
+from .files import atomic_write
+
 SOURCE = Path(__file__).with_name("csrc") / "biased_softmax.c"
 _SYMBOL = "seggpt_biased_softmax_bf16"
 _BASE_FLAGS = ("-O3", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros",
                "-fassociative-math", "-ffinite-math-only")  # not -ffast-math: see the C file
+_LIBRARIES = ("-lm",)
 _COMPILE_TIMEOUT_S = 120
 
 
@@ -78,8 +81,9 @@ def build(source: Path = SOURCE, directory: Path | None = None,
     """Compile ``source`` into a shared library in ``directory``, or return the cached one.
 
     The file name holds a hash of the source text, the compiler command and the flags, so an
-    edited source, another compiler or another ISA level builds anew. The library is compiled
-    under a temporary name in the same directory and renamed into place.
+    edited source, another compiler or another ISA level builds anew. The library is compiled in
+    a temporary folder inside ``directory`` and put in place by
+    :func:`~seggpt_model.files.atomic_write`, so a concurrent process never loads a partial file.
 
     Args:
         source: the C file.
@@ -95,31 +99,28 @@ def build(source: Path = SOURCE, directory: Path | None = None,
             first error line).
     """
     directory = cache_dir() if directory is None else directory
-    command = shlex.split(compiler or os.environ.get("CC") or "cc")
-    if not command or shutil.which(command[0]) is None:
-        raise RuntimeError(f"no C compiler found ({(command or ['cc'])[0]!r}; set CC)")
+    command = shlex.split(compiler or os.environ.get("CC") or "cc") or ["cc"]
     flags = isa_flags() if flags is None else flags
     text = source.read_bytes()
-    key = hashlib.sha256(text + "\0".join([*command, *_BASE_FLAGS, *flags]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(text + "\0".join([*command, *_BASE_FLAGS, *flags, *_LIBRARIES]).encode()).hexdigest()[:16]
     target = directory / f"{source.stem}-{key}.so"
     if target.is_file():
         return target
+    if shutil.which(command[0]) is None:
+        raise RuntimeError(f"no C compiler found ({command[0]!r}; set CC)")
     directory.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        done = subprocess.run([*command, *_BASE_FLAGS, *flags, str(source), "-o", temporary, "-lm"],
-                              capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S, check=False)
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=directory) as work:
+        built = Path(work) / target.name
+        try:
+            done = subprocess.run([*command, *_BASE_FLAGS, *flags, str(source), "-o", str(built), *_LIBRARIES],
+                                  capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"{command[0]} took over {_COMPILE_TIMEOUT_S} s on {source.name}") from exc
         if done.returncode != 0:
             lines = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines()
             raise RuntimeError(f"{command[0]} failed on {source.name}: "
                                f"{lines[0].strip() if lines else f'exit status {done.returncode}'}")
-        os.replace(temporary, target)
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"{command[0]} took over {_COMPILE_TIMEOUT_S} s on {source.name}") from exc
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        atomic_write(target, built.read_bytes(), fsync=False)
     return target
 
 
