@@ -39,6 +39,21 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 @torch.no_grad()
+def random_attention(heads: int, hidden: int, qkv_bias: bool, generator: torch.Generator):
+    """Our ``SegGptAttention`` of a one-layer config (grid 56 x 28), in eval mode, every parameter
+    drawn from N(0, 1/16) by ``generator`` (which the caller goes on drawing inputs from)."""
+    from seggpt_model.config import SegGptConfig
+    from seggpt_model.layers import SegGptAttention
+
+    cfg = SegGptConfig(hidden_size=hidden, num_attention_heads=heads, qkv_bias=qkv_bias, mlp_dim=64,
+                       num_hidden_layers=1, intermediate_hidden_state_indices=[0], merge_index=0)
+    attn = SegGptAttention(cfg).eval()
+    for p in attn.parameters():
+        p.copy_(torch.randn(p.shape, generator=generator) / 4)
+    return attn
+
+
+@torch.no_grad()
 def painter_ensemble_reference(hf_model, pixel_values, prompt_pixel_values, prompt_masks,
                                embedding_type=None):
     """Feature ensemble with the original (Painter) semantics, layer by layer on transformers' layers.

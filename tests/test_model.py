@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from seggpt_model import SegGptForImageSegmentation, from_pretrained
 from seggpt_model.config import SegGptConfig
-from tests._reference import make_hf_model, painter_ensemble_reference
+from tests._reference import make_hf_model, painter_ensemble_reference, random_attention
 
 ATOL = 1e-4
 
@@ -166,15 +168,10 @@ def test_split_attention_equals_eager_formula(heads, hidden, qkv_bias):
     AMX, chunked without) within twice the bf16 eager formula's own error, both merging by
     log-sum-exp with shared query halves broadcast. Head width 20 needs zero padding of the
     augmented width of the flash kernel (20 + 28 + 28 = 76 -> 80)."""
-    from seggpt_model.layers import SegGptAttention, chunked_softmax_attention, split_flash_attention
+    from seggpt_model.layers import chunked_softmax_attention, split_flash_attention
 
-    cfg = SegGptConfig(hidden_size=hidden, num_attention_heads=heads, qkv_bias=qkv_bias, mlp_dim=64,
-                       num_hidden_layers=1, intermediate_hidden_state_indices=[0], merge_index=0)
-    attn = SegGptAttention(cfg).eval()
     g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in attn.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) / 4)
+    attn = random_attention(heads, hidden, qkv_bias, g)
     half = 28 * 28
     prompts = torch.randn(4, half, hidden, generator=g)
     threads = torch.get_num_threads()
@@ -201,8 +198,7 @@ def test_split_attention_equals_eager_formula(heads, hidden, qkv_bias):
         assert (fused_p.detach() - ref_p).abs().max() <= 3e-5
         assert (fused_q.detach() - ref_q).abs().max() <= 3e-5
     assert {key[0] for key in workspace} == {"chunked_attention", "attention_scratch"}
-    low = SegGptAttention(cfg).eval().to(torch.bfloat16)
-    low.load_state_dict(attn.state_dict())
+    low = copy.deepcopy(attn).to(torch.bfloat16)
     with torch.no_grad():
         # the eager formula in bf16: the rounding error any bf16 kernel may have
         eager_p, eager_q, _ = low(prompts.bfloat16(), queries.bfloat16(), 1, output_attentions=True)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from seggpt_model import native
-from seggpt_model.config import SegGptConfig
-from seggpt_model.layers import SegGptAttention, chunked_softmax_attention
+from seggpt_model.layers import chunked_softmax_attention
+from tests._reference import random_attention
 
 needs_kernel = pytest.mark.skipif(native.biased_softmax() is None, reason="no C compiler on this machine")
 
@@ -88,13 +88,8 @@ def test_loading_the_kernel_keeps_subnormal_floats():
 
 
 def _attention():
-    cfg = SegGptConfig(hidden_size=32, num_attention_heads=2, qkv_bias=True, mlp_dim=64,
-                       num_hidden_layers=1, intermediate_hidden_state_indices=[0], merge_index=0)
-    attn = SegGptAttention(cfg).eval()
     g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for p in attn.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) / 4)
+    attn = random_attention(2, 32, True, g)
     prompts = torch.randn(3, 28 * 28, 32, generator=g)
     queries = torch.randn(1, 28 * 28, 32, generator=g)
     return attn, prompts, queries
