@@ -1,12 +1,12 @@
 """The model's one native CPU kernel: the biased softmax rows of a bf16 attention block.
 
 torch has no fused "add the decomposed position bias, take the row maximum, exponentiate and sum"
-for bf16 logits; as separate torch ops over bf16 data these passes cost about 8 ms per 784 x 1568
-block on a Zen 4 core, ten times the block's two GEMMs (``docs/benchmarks.md``, "bf16 on CPUs
-without AMX"). ``csrc/biased_softmax.c`` does them in one pass per row in fp32 registers (0.8 ms).
-It is plain C, compiled at first use by the system's C compiler for this CPU's vector ISA level
-(the level torch's own kernels were dispatched to), cached on disk and loaded with :mod:`ctypes`,
-which releases the GIL during the call, so the blocks of
+for bf16 logits; as separate torch ops over bf16 data these passes take about 1.4 ms per 784 x 1568
+block on a Zen 4 core, twice the block's two GEMMs (``docs/benchmarks.md``, "bf16 on CPUs without
+AMX"). ``csrc/biased_softmax.c`` does them with one read of the logits and one write of the
+probabilities per row, in fp32 (0.28 ms). It is plain C, compiled at first use by the system's C
+compiler for this CPU's vector ISA level (the level torch's own kernels were dispatched to),
+cached on disk and loaded with :mod:`ctypes`, which releases the GIL during the call, so the blocks of
 :func:`seggpt_model.layers.chunked_softmax_attention` run in parallel on torch's threads.
 
 This module is the model package's only file I/O besides the weight loader: the kernel cache.
