@@ -200,8 +200,8 @@ def select_attention_kernel(implementation: str, *, device: torch.device, dtype:
       0.97 s chunked on torch's ops against 1.95 s split and 2.69 s fused (loaded machine), where
       the flash kernel's wider (augmented) GEMMs cost more, and on a quiet one 0.125 s chunked
       with the C softmax kernel of :mod:`seggpt_model.native` against 0.315 s on torch's ops and
-      0.75 s split (``docs/benchmarks.md``, attention
-      tables; the C kernel is not measured with AMX, so the split stays there). The split kernel
+      0.75 s split (``docs/benchmarks.md``, attention tables; the C kernel is not measured with
+      AMX, so the split stays there). The split kernel
       needs the log-sum-exp that only PyTorch's CPU flash kernel returns; both write through
       ``out=`` ops, which autograd cannot record.
     * ``"fused"``, ``"split"``, ``"chunked"``: that kernel; the last two only where ``"sdpa"``

@@ -9,7 +9,8 @@ compiler for this CPU's vector ISA level (the level torch's own kernels were dis
 cached on disk and loaded with :mod:`ctypes`, which releases the GIL during the call, so the blocks of
 :func:`seggpt_model.layers.chunked_softmax_attention` run in parallel on torch's threads.
 
-This module is the model package's only file I/O besides the weight loader: the kernel cache.
+The kernel cache is the one place where the model's forward touches the file system (at the
+first bf16 forward of a process, through :func:`biased_softmax`):
 
 * Cache: ``$SEGGPT_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/seggpt/kernels``, else
   ``~/.cache/seggpt/kernels``; one shared library per (source, compiler, flags), written
@@ -199,7 +200,7 @@ def biased_softmax() -> BiasedSoftmax | None:
             except (OSError, RuntimeError, AttributeError) as exc:
                 _loaded["biased_softmax"] = None
                 warnings.warn(f"bf16 attention on CPU: the native softmax kernel is not available ({exc}); "
-                              f"running it on torch ops, about 2-3x slower", RuntimeWarning, stacklevel=2)
+                              f"running it on torch ops (bf16 attention about 2.5x slower)", RuntimeWarning, stacklevel=2)
         return _loaded["biased_softmax"]
 
 

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import torch
 
+from seggpt_model.config import SegGptConfig
+from seggpt_model.layers import SegGptAttention
+
 
 def make_hf_model(config_json: Path | dict, seed: int = 0, **overrides):
     """A ``transformers`` SegGptForImageSegmentation with random weights of healthy magnitude.
@@ -42,9 +45,6 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> None:
 def random_attention(heads: int, hidden: int, qkv_bias: bool, generator: torch.Generator):
     """Our ``SegGptAttention`` of a one-layer config (grid 56 x 28), in eval mode, every parameter
     drawn from N(0, 1/16) by ``generator`` (which the caller goes on drawing inputs from)."""
-    from seggpt_model.config import SegGptConfig
-    from seggpt_model.layers import SegGptAttention
-
     cfg = SegGptConfig(hidden_size=hidden, num_attention_heads=heads, qkv_bias=qkv_bias, mlp_dim=64,
                        num_hidden_layers=1, intermediate_hidden_state_indices=[0], merge_index=0)
     attn = SegGptAttention(cfg).eval()
