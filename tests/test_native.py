@@ -66,6 +66,23 @@ def test_kernel_matches_the_formula_in_float64(m, n, grid, first_row, first_key_
 
 
 @needs_kernel
+@pytest.mark.parametrize("flags", [("-march=x86-64-v3",), ()], ids=["avx2", "baseline"])
+def test_kernel_built_for_other_isa_levels_gives_the_same_numbers(flags, tmp_path):
+    """The C code is portable across the levels :func:`native.isa_flags` picks: built for AVX2 and
+    for the compiler's baseline (SSE2 on x86-64), it matches the formula like the host's build."""
+    if flags and native.isa_flags() == ():
+        pytest.skip("not an x86-64 CPU with AVX2")
+    kernel = native.BiasedSoftmax(native.build(directory=tmp_path, flags=flags))
+    m, n, grid = 28 * 6, 56 * 28, (56, 28)
+    raw, products, scale, x = _block(m, n, grid, 28, 0, seed=4)
+    logits, lse, row = raw.clone(), torch.empty(m), torch.empty(n)
+    kernel(logits, products, 55 - 28, 2 * 56 - 1 + 27, 28, scale, lse, row)
+    ref = torch.softmax(x, dim=1)
+    assert (lse.double() - torch.logsumexp(x, dim=1)).abs().max() <= 2e-6 * x.abs().max()
+    assert ((logits.double() - ref).abs() - ref * 2.0 ** -8).max() <= 1e-7
+
+
+@needs_kernel
 def test_kernel_refuses_arguments_that_do_not_fit():
     kernel = native.biased_softmax()
     raw, products, scale, _ = _block(28, 56, (2, 28), 0, 0)
