@@ -25,3 +25,19 @@ def encode_mp4(frames_dir: Path, path: Path, limit: int | None = None, fps: int 
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+def small_car_shadow(shared_data: Path, base: Path, size: tuple[int, int], frames: int) -> tuple[Path, Path]:
+    """The first ``frames`` frames of DAVIS car-shadow scaled to ``size`` as the frame folder
+    ``base/car``, and its frame-0 annotation scaled the same way (nearest neighbour, DAVIS palette
+    kept) as ``base/00000.png``. Returns ``(folder, mask)``."""
+    src = shared_data / "davis_sample" / "JPEGImages" / "480p" / "car-shadow"
+    folder = base / "car"
+    folder.mkdir(parents=True)
+    for f in sorted(src.glob("*.jpg"))[:frames]:
+        Image.open(f).resize(size, Image.BILINEAR).save(folder / f.name, quality=95)
+    ann = Image.open(shared_data / "davis_sample" / "Annotations" / "480p" / "car-shadow" / "00000.png")
+    small = ann.resize(size, Image.NEAREST)
+    assert small.mode == "P" and np.array(small).any()
+    small.save(base / "00000.png")
+    return folder, base / "00000.png"

@@ -53,6 +53,18 @@ def tiny_hf_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_hf_dir(tmp_path_factory) -> Path:
+    """The tiny SegGPT at a 448 x 224 canvas (224 x 224 halves, grid 28 x 14): random weights saved
+    by transformers' save_pretrained, for the tests that run many frames (app, any-frame prompts,
+    dataset layouts)."""
+    from tests._reference import make_hf_model
+
+    folder = tmp_path_factory.mktemp("small_hf")
+    make_hf_model(CONFIGS / "seggpt-tiny.json", seed=0, image_size=[448, 224]).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def clipseg_dir(tmp_path_factory) -> Path:
     """A tiny random CLIPSeg and its processor (small CLIP vocabulary), saved by save_pretrained."""
     from tests._proposal_models import make_clipseg

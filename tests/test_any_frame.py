@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from tests._media import encode_mp4
-from tests.conftest import CONFIGS
 from vos.cli import main as vos_main
 from vos.labels import read_first_mask
 
@@ -29,19 +28,10 @@ def _seq(shared_data: Path, which) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def small_ckpt(tmp_path_factory) -> Path:
-    from tests._reference import make_hf_model
-
-    folder = tmp_path_factory.mktemp("small_hf")
-    make_hf_model(CONFIGS / "seggpt-tiny.json", seed=0, image_size=[448, 224]).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def stage(small_ckpt):
+def stage(small_hf_dir):
     from pipelines.model_stage import load_stage
 
-    return load_stage(str(small_ckpt), "cpu", "float32")
+    return load_stage(str(small_hf_dir), "cpu", "float32")
 
 
 def _link_frames(files: list[Path], folder: Path) -> Path:
@@ -81,9 +71,9 @@ def _reference(stage, frames_dir: Path, mask: Path, out: Path, context: int) -> 
     return _pngs(result.output_dir)
 
 
-def _check_late_mask(stage, small_ckpt, files: list[Path], video: Path, ann: Path, k: int, tmp_path,
+def _check_late_mask(stage, small_hf_dir, files: list[Path], video: Path, ann: Path, k: int, tmp_path,
                      context: int = 2, extra=()):
-    rc = _run(video, "--mask", f"{k}:{ann}", "--checkpoint", small_ckpt, "--output", tmp_path / "out",
+    rc = _run(video, "--mask", f"{k}:{ann}", "--checkpoint", small_hf_dir, "--output", tmp_path / "out",
               "--name", "late", "--context", context, *extra)
     assert rc == 0
     out = _pngs(tmp_path / "out" / "late")
@@ -103,31 +93,31 @@ def _check_late_mask(stage, small_ckpt, files: list[Path], video: Path, ann: Pat
 
 
 @pytest.mark.slow  # backward over 20 frames
-def test_late_mask_frame_folder(stage, small_ckpt, shared_data, tmp_path):
+def test_late_mask_frame_folder(stage, small_hf_dir, shared_data, tmp_path):
     frames, ann = _seq(shared_data, CAR)
     files = sorted(frames.glob("*.jpg"))
-    _check_late_mask(stage, small_ckpt, files, frames, ann / "00020.png", 20, tmp_path)
+    _check_late_mask(stage, small_hf_dir, files, frames, ann / "00020.png", 20, tmp_path)
 
 
 @pytest.mark.slow  # backward over 10 frames of an mp4
-def test_late_mask_mp4(stage, small_ckpt, shared_data, tmp_path):
+def test_late_mask_mp4(stage, small_hf_dir, shared_data, tmp_path):
     frames, ann = _seq(shared_data, CAR)
     video = encode_mp4(frames, tmp_path / "car.mp4", limit=16)
     files = _decoded_frames(video, tmp_path / "decoded")
-    out = _check_late_mask(stage, small_ckpt, files, video, ann / "00010.png", 10, tmp_path,
+    out = _check_late_mask(stage, small_hf_dir, files, video, ann / "00010.png", 10, tmp_path,
                            extra=("--mask-video", tmp_path / "m.mkv"))
     with av.open(str(tmp_path / "m.mkv")) as c:          # the video writers get frames in order too
         labels = [f.to_ndarray(format="gray") for f in c.decode(video=0)]
     assert len(labels) == 16 and all(np.array_equal(a, b) for a, b in zip(labels, out))
 
 
-def test_new_objects_on_later_frames(stage, small_ckpt, shared_data, tmp_path):
+def test_new_objects_on_later_frames(stage, small_hf_dir, shared_data, tmp_path):
     """judo: real masks of frames 0, 5, 8, 13, each with one new object (5's is 853 wide: resized)."""
     frames, ann = _seq(shared_data, JUDO)
     marks = {0: 1, 5: 2, 8: 3, 13: 4}
     with pytest.warns(UserWarning, match="00005.png: mask is 853x480"):
         rc = _run(frames, "--first-mask", ann / "00000.png", *[x for k in (5, 8, 13) for x in
-                  ("--mask", f"{k}:{ann / f'{k:05d}.png'}")], "--checkpoint", small_ckpt,
+                  ("--mask", f"{k}:{ann / f'{k:05d}.png'}")], "--checkpoint", small_hf_dir,
                   "--output", tmp_path / "out", "--context", 2)
     assert rc == 0
     out = _pngs(tmp_path / "out" / "judo")
@@ -149,12 +139,12 @@ def test_new_objects_on_later_frames(stage, small_ckpt, shared_data, tmp_path):
     assert manifest["objects"] == [1, 2, 3, 4]
 
 
-def test_correction_on_a_later_frame(stage, small_ckpt, shared_data, tmp_path):
+def test_correction_on_a_later_frame(stage, small_hf_dir, shared_data, tmp_path):
     frames, ann = _seq(shared_data, CAR)
     files = sorted(frames.glob("*.jpg"))[:7]
     folder = _link_frames(files, tmp_path / "car7")
     rc = _run(folder, "--first-mask", ann / "00000.png", "--mask", f"4:{ann / '00004.png'}",
-              "--checkpoint", small_ckpt, "--output", tmp_path / "out", "--name", "fix", "--context", 2)
+              "--checkpoint", small_hf_dir, "--output", tmp_path / "out", "--name", "fix", "--context", 2)
     assert rc == 0
     out = _pngs(tmp_path / "out" / "fix")
     ref = _reference(stage, _link_frames(files[:5], tmp_path / "car5"), ann / "00000.png", tmp_path / "r", 2)
@@ -188,11 +178,11 @@ def _head_run(stage, frames: list[Path], mask_path: Path, context: int) -> list[
 
 
 @pytest.mark.parametrize("which", [BIKE, CAR])
-def test_first_mask_alone_is_unchanged(stage, small_ckpt, shared_data, tmp_path, which):
+def test_first_mask_alone_is_unchanged(stage, small_hf_dir, shared_data, tmp_path, which):
     frames, ann = _seq(shared_data, which)
     files = sorted(frames.glob("*.jpg"))[:5]
     rc = _run(_link_frames(files, tmp_path / "v"), "--first-mask", ann / "00000.png",
-              "--checkpoint", small_ckpt, "--output", tmp_path / "out", "--context", 3)
+              "--checkpoint", small_hf_dir, "--output", tmp_path / "out", "--context", 3)
     assert rc == 0
     out = _pngs(tmp_path / "out" / "v")
     expected = _head_run(stage, files, ann / "00000.png", 3)
@@ -211,12 +201,12 @@ def _expect_error(capsys, tmp_path, argv, needle):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-def test_bad_masks_and_frame_indices(small_ckpt, shared_data, tmp_path, capsys):
+def test_bad_masks_and_frame_indices(small_hf_dir, shared_data, tmp_path, capsys):
     frames, ann = _seq(shared_data, CAR)
     folder = _link_frames(sorted(frames.glob("*.jpg"))[:4], tmp_path / "car4")
     video = encode_mp4(frames, tmp_path / "clip.mp4", limit=4)
     m0, m2 = ann / "00000.png", ann / "00002.png"
-    ck = ["--checkpoint", small_ckpt]
+    ck = ["--checkpoint", small_hf_dir]
     _expect_error(capsys, tmp_path, [folder, *ck], "no mask given")
     _expect_error(capsys, tmp_path, [folder, "--mask", m2, *ck], "expected K:FILE")
     _expect_error(capsys, tmp_path, [folder, f"--mask=-1:{m2}", *ck], "expected K:FILE")

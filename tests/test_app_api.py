@@ -21,28 +21,18 @@ gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is no
 from gradio_client import Client, handle_file  # noqa: E402
 
 from tests._app import free_port, make_clip  # noqa: E402
-from tests.conftest import CONFIGS  # noqa: E402
 from vos.cli import main as vos_main  # noqa: E402
 
 CONTEXT = 3          # prompts per frame in every app test (vos run gets the same)
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    from tests._reference import make_hf_model
-
-    folder = tmp_path_factory.mktemp("app_hf")
-    make_hf_model(CONFIGS / "seggpt-tiny.json", seed=0, image_size=[448, 224]).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def app(ckpt):
+def app(small_hf_dir):
     """``(url, host, demo)`` of the app served for this module's tests."""
     from vos.app.server import launch
     from vos.app.state import AppSettings, ModelHost
 
-    host = ModelHost(AppSettings(checkpoint=str(ckpt), device="cpu", dtype="float32", context=CONTEXT))
+    host = ModelHost(AppSettings(checkpoint=str(small_hf_dir), device="cpu", dtype="float32", context=CONTEXT))
     demo, url = launch(host, server_name="127.0.0.1", port=free_port(), block=False, quiet=True)
     yield url, host, demo
     demo.close()
@@ -54,8 +44,8 @@ def app_url(app):
     return app[0]
 
 
-def vos_run(ckpt, video: Path, masks: dict[int, Path], out: Path) -> Path:
-    argv = ["run", str(video), "--checkpoint", str(ckpt), "--device", "cpu", "--dtype", "float32",
+def vos_run(checkpoint, video: Path, masks: dict[int, Path], out: Path) -> Path:
+    argv = ["run", str(video), "--checkpoint", str(checkpoint), "--device", "cpu", "--dtype", "float32",
             "--context", str(CONTEXT), "--output", str(out), "--name", "ref", "--quiet"]
     for k, m in masks.items():
         argv += ["--mask", f"{k}:{m}"]
@@ -78,7 +68,7 @@ def assert_zip_equals_run(zip_path, ref: Path, frames: int) -> dict:
 
 
 @pytest.mark.slow
-def test_masks_propagate_correct_export_equal_vos_run(app_url, ckpt, shared_data, tmp_path):
+def test_masks_propagate_correct_export_equal_vos_run(app_url, small_hf_dir, shared_data, tmp_path):
     video, masks = make_clip(shared_data, tmp_path / "clip", 6, (320, 180), masks=(2, 4))
     c = Client(app_url, verbose=False)
     assert c.predict(handle_file(str(video)), api_name="/open_video") == {"frames": 6, "width": 320, "height": 180}
@@ -89,7 +79,7 @@ def test_masks_propagate_correct_export_equal_vos_run(app_url, ckpt, shared_data
     assert c.predict(4, handle_file(str(masks[4])), api_name="/add_mask") == {"frame": 4, "objects": [1]}
     assert c.predict(api_name="/propagate")["frames"] == 2
     assert c.predict(api_name="/propagate")["frames"] == 0          # nothing pending
-    ref = vos_run(ckpt, video, masks, tmp_path / "out")
+    ref = vos_run(small_hf_dir, video, masks, tmp_path / "out")
     manifest = assert_zip_equals_run(c.predict(api_name="/export"), ref, 6)
     expected = json.loads((ref / "manifest.json").read_text())
     assert manifest["annotations"] == [{"frame": a["frame"], "objects": a["objects"]}
@@ -107,7 +97,7 @@ def test_masks_propagate_correct_export_equal_vos_run(app_url, ckpt, shared_data
 
 
 @pytest.mark.slow
-def test_two_clients_at_once_stay_apart(app_url, ckpt, shared_data, tmp_path):
+def test_two_clients_at_once_stay_apart(app_url, small_hf_dir, shared_data, tmp_path):
     """Two sessions propagate at the same time (their model calls interleave frame by frame); each
     gets its own video's result, equal to vos run with both masks given at once."""
     clips = {"a": make_clip(shared_data, tmp_path / "a", 4, (320, 180), masks=(0, 2)),
@@ -137,7 +127,7 @@ def test_two_clients_at_once_stay_apart(app_url, ckpt, shared_data, tmp_path):
     for name, frames in (("a", 4), ("b", 3)):
         assert not isinstance(results[name], BaseException), results[name]
         video, masks = clips[name]
-        ref = vos_run(ckpt, video, masks, tmp_path / f"out_{name}")
+        ref = vos_run(small_hf_dir, video, masks, tmp_path / f"out_{name}")
         assert_zip_equals_run(results[name], ref, frames)
 
 
@@ -199,13 +189,13 @@ def test_stop_ends_propagate_between_frames_and_propagate_goes_on(app, shared_da
         assert len([n for n in z.namelist() if n.endswith(".png")]) == 3
 
 
-def test_words_propose_a_mask_into_the_editor(ckpt, clipseg_dir, shared_data, tmp_path):
+def test_words_propose_a_mask_into_the_editor(small_hf_dir, clipseg_dir, shared_data, tmp_path):
     """The Words tab: CLIPSeg (a tiny random one) proposes one editor layer per text on the frame,
     the objects apart (how layers become ids: tests/test_app_state.py)."""
     from vos.app.server import launch
     from vos.app.state import AppSettings, ModelHost
 
-    host = ModelHost(AppSettings(checkpoint=str(ckpt), device="cpu", dtype="float32", context=CONTEXT,
+    host = ModelHost(AppSettings(checkpoint=str(small_hf_dir), device="cpu", dtype="float32", context=CONTEXT,
                                  text_model=str(clipseg_dir)))
     demo, url = launch(host, server_name="127.0.0.1", port=free_port(), block=False, quiet=True)
     try:
@@ -224,7 +214,7 @@ def test_words_propose_a_mask_into_the_editor(ckpt, clipseg_dir, shared_data, tm
 
 
 @pytest.mark.slow
-def test_correction_in_the_editor_equals_vos_run_with_that_mask(app_url, ckpt, shared_data, tmp_path):
+def test_correction_in_the_editor_equals_vos_run_with_that_mask(app_url, small_hf_dir, shared_data, tmp_path):
     """Review and correct: frame 3 opens in the editor with its prediction as layers; applying them
     makes it an annotation and re-propagates frames 3 and 4 only; the result is vos run with the
     masks of frames 0 and 3 (the latter as the prediction's PNG)."""
@@ -246,5 +236,5 @@ def test_correction_in_the_editor_equals_vos_run_with_that_mask(app_url, ckpt, s
     after = c.predict(api_name="/export")
     with zipfile.ZipFile(after) as z:
         assert all(z.read(f"{k:05d}.png") == before[f"{k:05d}.png"] for k in range(4))
-    ref = vos_run(ckpt, video, {0: masks[0], 3: fix}, tmp_path / "out")
+    ref = vos_run(small_hf_dir, video, {0: masks[0], 3: fix}, tmp_path / "out")
     assert_zip_equals_run(after, ref, 5)

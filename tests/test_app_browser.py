@@ -47,15 +47,11 @@ def browser_context_args(browser_context_args):
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    from tests._reference import make_hf_model
-    from tests.conftest import CONFIGS
+def app_url(small_hf_dir):
     from vos.app.server import launch
     from vos.app.state import AppSettings, ModelHost
 
-    folder = tmp_path_factory.mktemp("browser_hf")
-    make_hf_model(CONFIGS / "seggpt-tiny.json", seed=0, image_size=[448, 224]).save_pretrained(folder)
-    host = ModelHost(AppSettings(checkpoint=str(folder), device="cpu", dtype="float32", context=CONTEXT))
+    host = ModelHost(AppSettings(checkpoint=str(small_hf_dir), device="cpu", dtype="float32", context=CONTEXT))
     demo, url = launch(host, server_name="127.0.0.1", port=free_port(), block=False, quiet=True)
     yield url
     demo.close()

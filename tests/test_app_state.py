@@ -9,14 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from tests._app import free_port, make_clip
-from tests.conftest import CONFIGS, REPO
+from tests.conftest import REPO
 from vos.app.state import AppSettings, ModelHost, VideoState, ids_from_layers
 from vos.cli import main as vos_main
 from vos.engine.video import run_video
@@ -24,17 +23,8 @@ from vos.errors import MaskError, UserError
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    from tests._reference import make_hf_model
-
-    folder = tmp_path_factory.mktemp("state_hf")
-    make_hf_model(CONFIGS / "seggpt-tiny.json", seed=0, image_size=[448, 224]).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def host(ckpt):
-    return ModelHost(AppSettings(checkpoint=str(ckpt), device="cpu", dtype="float32", context=2))
+def host(small_hf_dir):
+    return ModelHost(AppSettings(checkpoint=str(small_hf_dir), device="cpu", dtype="float32", context=2))
 
 
 @pytest.mark.slow
@@ -131,7 +121,7 @@ def test_app_command_checks(monkeypatch, capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_app_serves_the_start_video_and_stops_on_sigterm(ckpt, shared_data, tmp_path):
+def test_app_serves_the_start_video_and_stops_on_sigterm(small_hf_dir, shared_data, tmp_path):
     """``vos app VIDEO``: prints its URL; an API client works on VIDEO at once; SIGTERM stops the
     server (exit 143) and removes every session folder."""
     pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
@@ -142,7 +132,7 @@ def test_app_serves_the_start_video_and_stops_on_sigterm(ckpt, shared_data, tmp_
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp)}
-    proc = subprocess.Popen([sys.executable, "-m", "vos.cli", "app", str(video), "--checkpoint", str(ckpt),
+    proc = subprocess.Popen([sys.executable, "-m", "vos.cli", "app", str(video), "--checkpoint", str(small_hf_dir),
                              "--device", "cpu", "--port", str(port)], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests._media import encode_mp4
+from tests._media import encode_mp4, small_car_shadow
 from vos.cli import build_parser
 from vos.cli import main as vos_main
 from vos.engine.video import cpu_estimate_line
@@ -31,17 +31,7 @@ SIZE = (256, 144)
 def clip(shared_data, tmp_path_factory):
     """The first 8 frames of car-shadow at :data:`SIZE` as a frame folder, and its frame-0
     annotation scaled the same way (nearest neighbour, DAVIS palette)."""
-    src = shared_data / "davis_sample" / "JPEGImages" / "480p" / "car-shadow"
-    base = tmp_path_factory.mktemp("clip")
-    folder = base / "car"
-    folder.mkdir()
-    for f in sorted(src.glob("*.jpg"))[:8]:
-        Image.open(f).resize(SIZE, Image.BILINEAR).save(folder / f.name, quality=95)
-    ann = Image.open(shared_data / "davis_sample" / "Annotations" / "480p" / "car-shadow" / "00000.png")
-    small = ann.resize(SIZE, Image.NEAREST)
-    assert small.mode == "P" and np.array(small).any()
-    small.save(base / "00000.png")
-    return folder, base / "00000.png"
+    return small_car_shadow(shared_data, tmp_path_factory.mktemp("clip"), SIZE, 8)
 
 
 def _labels(folder: Path) -> list[np.ndarray]:

@@ -13,6 +13,7 @@ import pipelines.model_stage
 import vos.engine.images
 import vos.engine.video
 from seggpt_model.config import ATTENTION_IMPLEMENTATIONS
+from tests._media import small_car_shadow
 from vos.cli import build_parser
 from vos.cli import main as vos_main
 
@@ -21,15 +22,7 @@ SIZE = (128, 72)
 
 @pytest.fixture(scope="module")
 def clip(shared_data, tmp_path_factory):
-    src = shared_data / "davis_sample" / "JPEGImages" / "480p" / "car-shadow"
-    base = tmp_path_factory.mktemp("clip")
-    folder = base / "car"
-    folder.mkdir()
-    for f in sorted(src.glob("*.jpg"))[:3]:
-        Image.open(f).resize(SIZE, Image.BILINEAR).save(folder / f.name, quality=95)
-    ann = Image.open(shared_data / "davis_sample" / "Annotations" / "480p" / "car-shadow" / "00000.png")
-    ann.resize(SIZE, Image.NEAREST).save(base / "00000.png")
-    return folder, base / "00000.png"
+    return small_car_shadow(shared_data, tmp_path_factory.mktemp("clip"), SIZE, 3)
 
 
 def _spy(monkeypatch, module):

@@ -17,7 +17,6 @@ import pytest
 from PIL import Image
 
 from tests import _layouts as L
-from tests.conftest import CONFIGS
 from vos.batch.runner import BatchOptions, _job_dict
 from vos.batch.worker import VideoWorker
 from vos.cli import main as vos_main
@@ -31,17 +30,8 @@ CONTEXT = 2
 
 
 @pytest.fixture(scope="module")
-def small_ckpt(tmp_path_factory, shared_data) -> Path:
-    from tests._reference import make_hf_model
-
-    folder = tmp_path_factory.mktemp("small_hf")
-    make_hf_model(CONFIGS / "seggpt-tiny.json", seed=0, image_size=[448, 224]).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def worker(small_ckpt):
-    return VideoWorker(str(small_ckpt), "cpu", num_threads=1)
+def worker(small_hf_dir):
+    return VideoWorker(str(small_hf_dir), "cpu", num_threads=1)
 
 
 def _vos_run(worker, video: Path, out: Path, name: str, first_mask=None, masks=None) -> Path:
@@ -360,7 +350,7 @@ def test_submission_zips(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_batch_over_splits_equals_vos_run(worker, tmp_path, shared_data, small_ckpt, capsys):
+def test_batch_over_splits_equals_vos_run(worker, tmp_path, shared_data, small_hf_dir, capsys):
     """``vos batch`` (a local Ray cluster, one CPU actor) on a YouTube-VOS split with
     ``--all-frames`` and on an SA-V split: every output equals ``vos run``'s, the YouTube-VOS
     submission zip holds ``Annotations/VID/STEM.png`` of the sparse frames, ``--resume`` skips all."""
@@ -378,7 +368,7 @@ def test_batch_over_splits_equals_vos_run(worker, tmp_path, shared_data, small_c
              object_store_memory=100 * 1024 * 1024)
     try:
         out, zip_path = tmp_path / "out", tmp_path / "yt.zip"
-        common = ["--checkpoint", str(small_ckpt), "--context", str(CONTEXT), "--num-actors", "1",
+        common = ["--checkpoint", str(small_hf_dir), "--context", str(CONTEXT), "--num-actors", "1",
                   "--device", "cpu"]
         assert vos_main(["batch", str(t["split"]), "--all-frames", str(t["all"]), "--output", str(out),
                          "--submission", str(zip_path), *common]) == 0

@@ -9,20 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import CONFIGS
 from vos.engine.predictor import VideoPredictor
 
 H, W = 120, 214
 
 
 @pytest.fixture(scope="module")
-def stage(tmp_path_factory):
+def stage(small_hf_dir):
     from pipelines.model_stage import load_stage
-    from tests._reference import make_hf_model
 
-    folder = tmp_path_factory.mktemp("small_hf")
-    make_hf_model(CONFIGS / "seggpt-tiny.json", seed=0, image_size=[448, 224]).save_pretrained(folder)
-    return load_stage(str(folder), "cpu", "float32")
+    return load_stage(str(small_hf_dir), "cpu", "float32")
 
 
 @pytest.fixture(scope="module")
