@@ -473,14 +473,9 @@ class VideoState:
         self.touch()
         out = self.folder / "export"
         shutil.rmtree(out, ignore_errors=True)
-        pngs = PalettePngWriter(out / "masks", davis_palette())
-        try:
+        with PalettePngWriter(out / "masks", davis_palette()) as pngs:   # closed, or aborted on error
             for frame, ids in self._frames():
                 pngs.write(frame, ids)
-            pngs.close()
-        except BaseException:
-            pngs.abort()
-            raise
         manifest = json.dumps(self.manifest(host), indent=1) + "\n"
         path = self.folder / f"{self.name}_masks.zip"
 
@@ -506,18 +501,11 @@ class VideoState:
         fps = self.fps or 24.0
         overlay = self.folder / f"{self.name}_overlay.mp4"
         masks = self.folder / f"{self.name}_masks.mkv"
-        writers = [OverlayVideoWriter(overlay, self.width, self.height, fps, palette),
-                   MaskVideoWriter(masks, self.width, self.height, fps)]
-        try:
+        with (OverlayVideoWriter(overlay, self.width, self.height, fps, palette) as overlay_writer,
+              MaskVideoWriter(masks, self.width, self.height, fps) as mask_writer):  # aborted on error
             for frame, ids in self._frames():
-                for w in writers:
-                    w.write(frame, ids)
-            for w in writers:
-                w.close()
-        except BaseException:
-            for w in writers:
-                w.abort()
-            raise
+                overlay_writer.write(frame, ids)
+                mask_writer.write(frame, ids)
         return overlay, masks
 
     def close(self) -> None:

@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipelines.errors import OutputError
 from pipelines.model_stage import load_stage
 from pipelines.sources import natural_sort_key
-from seggpt_model.files import make_temp_dir, publish_dir, remove_stale_temps
-from vos.engine.video import RunResult, run_video
+from seggpt_model.files import publish_dir
+from vos.engine.video import RunResult, run_video, temp_output_dir
 from vos.errors import MaskError, UserError, check_device_dtype
 
 __all__ = ["run_video_objects"]
@@ -87,11 +86,7 @@ def run_video_objects(video: str | os.PathLike, object_masks: dict[int | str, st
         stage = load_stage(checkpoint, device, dtype, attn=attn, compile=compile)
     name = name or Path(video).resolve().name
     root = Path(output)
-    try:
-        remove_stale_temps(root, name)
-        tmp = make_temp_dir(root, name)
-    except OSError as exc:
-        raise OutputError(f"{root}: output folder is not writable ({exc.strerror or exc})") from None
+    tmp = temp_output_dir(root, name)
     try:
         results = {}
         for oid, path in items:

@@ -164,6 +164,20 @@ def check_not_finished(folder: Path) -> None:
                           f"to replace it, or choose another --output or --name")
 
 
+def temp_output_dir(root: Path, name: str) -> Path:
+    """The temporary folder a run writes ``root/name`` into (published by one rename when done),
+    after removing the ones a killed earlier run of ``name`` left behind.
+
+    Raises:
+        OutputError: ``root`` cannot be created or written.
+    """
+    try:
+        remove_stale_temps(root, name)
+        return make_temp_dir(root, name)
+    except OSError as exc:
+        raise OutputError(f"{root}: output folder is not writable ({exc.strerror or exc})") from None
+
+
 def _seconds(s: float) -> str:
     return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
 
@@ -422,16 +436,13 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
         _check_written(video, stems, keep, first, backward)
         name = name or source.name
         created = [p for p in (root, *root.parents) if not p.exists()]   # removed again on failure
-        try:
-            remove_stale_temps(root, name)            # left by a killed earlier run
-            tmp = make_temp_dir(root, name)
-        except OSError as exc:
-            raise OutputError(f"{root}: output folder is not writable ({exc.strerror or exc})") from None
+        tmp = temp_output_dir(root, name)
         writers: list = []
         try:
             palette = davis_palette()
-            writers.append(PalettePngWriter(
-                tmp, palette, name_of=None if stems is None else (lambda f: f"{stems[f.index]}.png")))
+            pngs = PalettePngWriter(tmp, palette,
+                                    name_of=None if stems is None else (lambda f: f"{stems[f.index]}.png"))
+            writers.append(pngs)
             rate = source.fps or 24.0
             if mask_video is not None:
                 writers.append(MaskVideoWriter(mask_video, source.width, source.height, rate))
@@ -492,8 +503,7 @@ def run_video(video: str | os.PathLike, first_mask: str | os.PathLike | None = N
                     return
                 for w in writers:
                     w.write(frame, ids)
-                file = f"{len(records):05d}.png" if stems is None else f"{stems[frame.index]}.png"
-                records.append({"index": len(records), "file": file,
+                records.append({"index": len(records), "file": pngs.written[-1].name,
                                 "source_index": frame.index, "pts": frame.pts})
 
             def sink(item):
