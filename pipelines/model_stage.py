@@ -23,14 +23,13 @@ from pipelines.devices import check_device_dtype, use_device
 from pipelines.kernel_record import cuda_attention_choice
 from seggpt_model import processing as P
 from seggpt_model.build import from_pretrained
-from seggpt_model.config import DEFAULT_CHECKPOINT
-from seggpt_model.layers import ATTENTION_IMPLEMENTATIONS
+from seggpt_model.config import ATTENTION_IMPLEMENTATIONS, DEFAULT_CHECKPOINT
 
 __all__ = ["PromptTensors", "SegGptStage", "load_stage", "ATTENTION_CHOICES"]
 
 #: ``attn`` values of :func:`load_stage`: ``"auto"`` (on CUDA the measured record's winner,
 #: :func:`pipelines.kernel_record.cuda_attention_choice`; on CPU ``"sdpa"``) or a kernel name of
-#: :data:`seggpt_model.layers.ATTENTION_IMPLEMENTATIONS`.
+#: :data:`seggpt_model.config.ATTENTION_IMPLEMENTATIONS`.
 ATTENTION_CHOICES = ("auto", *ATTENTION_IMPLEMENTATIONS)
 
 

@@ -201,9 +201,8 @@ def select_attention_kernel(implementation: str, *, device: torch.device, dtype:
       the flash kernel's wider (augmented) GEMMs cost more, and on a quiet one 0.125 s chunked
       with the C softmax kernel of :mod:`seggpt_model.native` against 0.315 s on torch's ops and
       0.75 s split (``docs/benchmarks.md``, attention tables; the C kernel is not measured with
-      AMX, so the split stays there). The split kernel
-      needs the log-sum-exp that only PyTorch's CPU flash kernel returns; both write through
-      ``out=`` ops, which autograd cannot record.
+      AMX, so the split stays there). The split kernel needs the log-sum-exp that only PyTorch's
+      CPU flash kernel returns; both write through ``out=`` ops, which autograd cannot record.
     * ``"fused"``, ``"split"``, ``"chunked"``: that kernel; the last two only where ``"sdpa"``
       could pick them (CPU inference with even halves).
     * ``"flex"``: :func:`flex_attention_kernel` on any device (on CPU the unfused reference
@@ -769,7 +768,7 @@ def _chunked_block(grid: tuple[int, int], scale: float, native: BiasedSoftmax | 
     if flat is None or flat.numel() < m * n:
         flat = scratch["logits"] = query.new_empty(m * n)
     logits = flat[:m * n].view(m, n)
-    if native is not None and logits.dtype == torch.bfloat16:
+    if native is not None:  # bf16 only: chunked_softmax_attention passes it for bf16 alone
         _native_block(native, grid, scale, scratch, logits, query, products, first_row, key, value,
                       first_key_row, out, lse)
         return

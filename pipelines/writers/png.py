@@ -37,10 +37,11 @@ class PalettePngWriter(_Writer):
     The files are what DAVIS tools read: mode ``P``, 8-bit, pixel values = label ids, with the given
     256-colour palette. The ``n``-th frame given to :meth:`write` (counting from 0) becomes
     ``{n:05d}.png``, unless ``name_of`` gives each frame's file name (``vos run`` on a frame folder
-    names each result after its input frame: ``00005.jpg`` -> ``00005.png``). Each file is written with :func:`seggpt_model.files.atomic_write` (temporary
-    name in the same folder, then a rename), so a file with the final name is always complete; the
-    whole folder is meant to be a temporary folder that the caller renames when the run succeeds,
-    which is why the per-file ``fsync`` is off by default.
+    names each result after its input frame: ``00005.jpg`` -> ``00005.png``); :attr:`written` lists
+    the paths in order. Each file is written with :func:`seggpt_model.files.atomic_write`
+    (temporary name in the same folder, then a rename), so a file with the final name is always
+    complete; the whole folder is meant to be a temporary folder that the caller renames when the
+    run succeeds, which is why the per-file ``fsync`` is off by default.
 
     Encoding runs on a small thread pool (zlib and Pillow release the GIL), at most
     ``2 * workers`` frames behind :meth:`write`. An encoding or disk error of a frame is raised as
