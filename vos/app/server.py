@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
@@ -52,9 +53,10 @@ IDLE_TIMEOUT_S = 3600.0
 _USER_ERRORS = (UserError, PipelineError, CheckpointError)
 
 
-def _errors_as_gradio(fn):
-    """Run ``fn``; a user error becomes :class:`gradio.Error` with its one-line message, any other
-    exception one too (``internal error: ...``), so no request takes the server down."""
+def _errors_as_gradio(fn, before: Callable[[], None] | None = None):
+    """Run ``fn`` (after ``before()``, if given); a user error becomes :class:`gradio.Error` with its
+    one-line message, any other exception one too (``internal error: ...``), so no request takes
+    the server down. Generator functions (progress streams) stay generators."""
 
     def convert(exc: BaseException) -> gr.Error:
         if isinstance(exc, gr.Error):
@@ -63,9 +65,11 @@ def _errors_as_gradio(fn):
             return gr.Error(one_line(exc), print_exception=False)
         return gr.Error(f"internal error: {one_line(exc)}")
 
-    if _is_generator(fn):
+    if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen(*args, **kwargs):
+            if before is not None:
+                before()
             try:
                 yield from fn(*args, **kwargs)
             except Exception as exc:
@@ -74,15 +78,13 @@ def _errors_as_gradio(fn):
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
+        if before is not None:
+            before()
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
             raise convert(exc) from exc
     return call
-
-
-def _is_generator(fn) -> bool:
-    return inspect.isgeneratorfunction(fn)
 
 
 class _Sessions:
@@ -153,20 +155,8 @@ def build_app(host: ModelHost, video: str | None = None, *, idle_timeout: float 
     brush = gr.Brush(colors=[_hex(palette[i]) for i in range(1, 11)], default_color=_hex(palette[1]),
                      color_mode="defaults")
 
-    def guarded(fn):
-        g = _errors_as_gradio(fn)
-        if _is_generator(fn):
-            @functools.wraps(g)
-            def gen(*args, **kwargs):
-                sessions.sweep()
-                yield from g(*args, **kwargs)
-            return gen
-
-        @functools.wraps(g)
-        def call(*args, **kwargs):
-            sessions.sweep()
-            return g(*args, **kwargs)
-        return call
+    def guarded(fn):   # every handler: idle sessions swept first, errors as one-line gradio errors
+        return _errors_as_gradio(fn, before=sessions.sweep)
 
     # -- shared helpers ---------------------------------------------------------------------------
     def describe(state: VideoState) -> str:
